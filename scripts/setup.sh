@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make setup`: everything a fresh Debian 12 machine needs to run the demo and every test.
+# Idempotent: each step checks what is already there and does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON=${PYTHON:-python3}
+
+# Debian packages the project uses (tests, probes, the anchors' scripts).
+APT_PACKAGES=(
+  python3-venv rsync xz-utils git make
+  busybox-static tini uidmap iproute2 iptables nftables kmod
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The anchors: lxc-checkconfig (LXC 5.0), moby's check-config.sh (Debian's docker.io) and
+# Debian's own kernel configs, unpacked from their .debs without installing the packages
+# (installing docker.io or lxc would add services this machine must not run).
+ANCHORS=.cache/anchors
+if [[ ! -f $ANCHORS/.done ]]; then
+  echo "setup: unpacking anchor scripts and Debian kernel configs into $ANCHORS"
+  rm -rf "$ANCHORS" .cache/debs
+  mkdir -p "$ANCHORS/configs" .cache/debs
+  (cd .cache/debs && apt-get download -qq lxc docker.io linux-config-6.1 2>/dev/null) || {
+    apt-get update -qq && (cd .cache/debs && apt-get download -qq lxc docker.io linux-config-6.1)
+  }
+  for deb in .cache/debs/*.deb; do dpkg-deb -x "$deb" .cache/debs/x; done
+  cp .cache/debs/x/usr/bin/lxc-checkconfig "$ANCHORS/"
+  cp .cache/debs/x/usr/share/docker.io/contrib/check-config.sh "$ANCHORS/"
+  for f in .cache/debs/x/usr/src/linux-config-*/config.*.xz; do
+    xz -dc "$f" >"$ANCHORS/configs/$(basename "$f" .xz)"
+  done
+  rm -rf .cache/debs
+  touch "$ANCHORS/.done"
+fi
+
+# The virtual environment with the pinned toolchain and the agent installed editable.
+stamp=$(cat requirements-dev.txt agent/pyproject.toml | sha256sum | cut -c1-16)
+if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]]; then
+  echo "setup: building .venv"
+  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q --disable-pip-version-check -e agent 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c 'import gantry, ansible' # fails the setup if either is missing
+  echo "$stamp" >.venv/.stamp
+fi
+
+# Ansible finds the collection from the checkout through ansible.cfg (collections_path).
+mkdir -p .collections/ansible_collections/gantry
+ln -sfn ../../.. .collections/ansible_collections/gantry/fleet
+echo "setup: ready ($ROOT)"
