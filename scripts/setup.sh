@@ -48,10 +48,28 @@ stamp=$(cat requirements-dev.txt agent/pyproject.toml | sha256sum | cut -c1-16)
 if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]]; then
   echo "setup: building .venv"
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/pip install -q --disable-pip-version-check -e agent 2>&1 | grep -v "^WARNING: Location" || true
+  if ! { .venv/bin/pip install --disable-pip-version-check -r requirements-dev.txt &&
+         .venv/bin/pip install --disable-pip-version-check -e agent; } >.venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    echo "setup: pip install failed (log above, also in .venv/install.log)" >&2
+    exit 1
+  fi
   .venv/bin/python -c 'import gantry, ansible' # fails the setup if either is missing
   echo "$stamp" >.venv/.stamp
+fi
+
+# ansible-test --venv bootstraps pip with a script it downloads from a host outside the
+# package registries; it looks in its cache first, so an equivalent of ours goes there.
+pip_version=$(.venv/bin/python - <<'PY'
+import pathlib, re, ansible_test
+source = pathlib.Path(ansible_test.__file__).parent / "_internal" / "python_requirements.py"
+print(re.search(r"pip='([0-9.]+)'", source.read_text()).group(1))
+PY
+)
+pip_cache=$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py
+if ! cmp -s scripts/get_pip_offline.py "$pip_cache"; then
+  mkdir -p "$(dirname "$pip_cache")"
+  cp scripts/get_pip_offline.py "$pip_cache"
 fi
 
 # Ansible finds the collection from the checkout through ansible.cfg (collections_path).
