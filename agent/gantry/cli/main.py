@@ -1,0 +1,56 @@
+"""The ``gantry`` command: one entry point, one module per subcommand.
+
+A subcommand module offers ``register(subparsers)``, which adds its parser and sets
+``handler`` to a function taking the parsed arguments and returning the exit status.
+Later subcommands (``agent serve``, ``runtime …``, ``ps``, ``run`` …) are added to
+``SUBCOMMANDS`` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from gantry import __version__
+from gantry.cli import checkconfig
+
+SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig,)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gantry",
+        description="Gantry: run Linux containers across a fleet of hosts.",
+    )
+    parser.add_argument("--version", action="version", version=f"gantry {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`gantry … | head`): stop quietly, and keep Python's
+        # final flush from raising again on the dead pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())
