@@ -60,7 +60,7 @@ def main() -> int:
     for argv in cmds.values():  # warm the page cache and the interpreter's .pyc files
         run_once(argv, env)
     times: dict[str, list[float]] = {name: [] for name in cmds}
-    for _ in range(args.runs):
+    for _run in range(args.runs):
         for name, argv in cmds.items():
             times[name].append(run_once(argv, env))
 

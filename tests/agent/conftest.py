@@ -125,7 +125,7 @@ def _host_state() -> dict[str, set[str]]:
 
 
 def _walk_cgroups(top: Path) -> Iterator[Path]:
-    for dirpath, dirnames, _ in os.walk(top):
+    for dirpath, dirnames, _filenames in os.walk(top):
         for name in dirnames:
             yield Path(dirpath) / name
 

@@ -76,10 +76,12 @@ def select_features(names: Iterable[str], only: bool) -> list[str]:
     ``only``). Names may be comma-separated; ``all`` means every feature. Unknown names are
     left for the engine, which rejects them with the list of valid ones."""
     wanted = [part.strip() for name in names for part in name.split(",") if part.strip()]
-    every = [name for name, _, _ in kernel_check.FEATURES]
+    every = [name for name, _description, _default in kernel_check.FEATURES]
     if "all" in wanted:
         return every
-    base = [] if only else [name for name, _, default in kernel_check.FEATURES if default]
+    base = (
+        [] if only else [name for name, _description, default in kernel_check.FEATURES if default]
+    )
     return base + [name for name in wanted if name not in base]
 
 

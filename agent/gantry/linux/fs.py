@@ -68,7 +68,7 @@ def openat2(dirfd: int, path: StrPath, flags: int, mode: int = 0, resolve: int =
     # O_TMPFILE includes the O_DIRECTORY bit, so test for all of its bits.
     creates = bool(flags & os.O_CREAT) or flags & os.O_TMPFILE == os.O_TMPFILE
     how = OpenHow(flags | os.O_CLOEXEC, mode if creates else 0, resolve)
-    for _ in range(_OPENAT2_RETRIES):
+    for _attempt in range(_OPENAT2_RETRIES):
         try:
             return syscall(
                 "openat2",

@@ -239,7 +239,7 @@ class MountInfo:
 
     def _tag(self, tag: str) -> int | None:
         for optional in self.optional_fields:
-            name, _, value = optional.partition(":")
+            name, _sep, value = optional.partition(":")
             if name == tag and value.isdigit():
                 return int(value)
         return None

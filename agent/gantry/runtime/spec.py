@@ -247,7 +247,7 @@ def _dev_path(value: str) -> str | None:
 
 
 def _env_var(value: str) -> str | None:
-    name, sep, _ = value.partition("=")
+    name, sep, _value = value.partition("=")
     if not sep or not name:
         return f"must be NAME=VALUE, got {value!r}"
     return None
@@ -278,7 +278,7 @@ def _cpu_list(value: str) -> str | None:
     if not _CPU_LIST.fullmatch(value):
         return f"must be a list like '0-3,7', got {value!r}"
     for part in value.split(","):
-        low, _, high = part.partition("-")
+        low, _dash, high = part.partition("-")
         if high and int(high) < int(low):
             return f"range {part!r} runs backwards"
     return None
@@ -298,7 +298,7 @@ def _cgroups_path(value: str) -> str | None:
         parts = value.split(":")
         if len(parts) != 3:
             return f"systemd form must be 'slice:prefix:name', got {value!r}"
-        slice_name, _, name = parts
+        slice_name, _prefix, name = parts
         if any("/" in part for part in parts):
             return f"systemd form must not contain '/', got {value!r}"
         if slice_name and not slice_name.endswith(".slice"):
@@ -417,19 +417,15 @@ class _Model:
 _M = typing.TypeVar("_M", bound=_Model)
 
 
-def _key(name: str, *, default: Any = dataclasses.MISSING) -> Any:
-    """A field whose JSON key is not the camelCase of its Python name."""
-    return field(default=default, metadata={"json": name})
-
-
-@typing.dataclass_transform(
-    frozen_default=True, kw_only_default=True, field_specifiers=(field, _key)
-)
 def _model(cls: type[_M]) -> type[_M]:
-    """Make `cls` a frozen, slotted, keyword-only dataclass and record its JSON fields."""
-    made = dataclass(frozen=True, slots=True, kw_only=True)(cls)
-    made._FIELDS = _describe_fields(made)
-    return made
+    """Record the JSON fields of `cls`, a model dataclass.
+
+    Every model is declared as ``@_model`` over ``@dataclass(frozen=True, slots=True,
+    kw_only=True)``. A field whose JSON key is not the camelCase of its Python name says so
+    with ``field(metadata={"json": "theKey"})``; ``{"json": None}`` keeps it out of the JSON.
+    """
+    cls._FIELDS = _describe_fields(cls)
+    return cls
 
 
 def _empty_map() -> Mapping[str, Any]:
@@ -437,19 +433,22 @@ def _empty_map() -> Mapping[str, Any]:
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IDMapping(_Model):
-    container_id: U32 = _key("containerID")
-    host_id: U32 = _key("hostID")
+    container_id: U32 = field(metadata={"json": "containerID"})
+    host_id: U32 = field(metadata={"json": "hostID"})
     size: Annotated[U32, _Range(1)]
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Box(_Model):
     height: U64
     width: U64
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class User(_Model):
     uid: U32
     gid: U32
@@ -459,6 +458,7 @@ class User(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Capabilities(_Model):
     bounding: tuple[CapabilityName, ...] = ()
     effective: tuple[CapabilityName, ...] = ()
@@ -468,6 +468,7 @@ class Capabilities(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rlimit(_Model):
     type: Annotated[str, _OneOf(frozenset(RLIMITS), "rlimit type")]
     hard: U64
@@ -479,12 +480,16 @@ class Rlimit(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IOPriority(_Model):
-    io_class: Annotated[str, _OneOf(_IOPRIO_CLASSES, "I/O priority class")] = _key("class")
+    io_class: Annotated[str, _OneOf(_IOPRIO_CLASSES, "I/O priority class")] = field(
+        metadata={"json": "class"}
+    )
     priority: Annotated[int, _Range(0, 7)]
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Scheduler(_Model):
     policy: Annotated[str, _OneOf(_SCHED_POLICIES, "scheduling policy")]
     nice: Annotated[I32, _Range(-20, 19)] = 0
@@ -509,12 +514,14 @@ class Scheduler(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CPUAffinity(_Model):
     initial: CpuList | None = None
     final: CpuList | None = None
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Process(_Model):
     _IGNORED: ClassVar[Mapping[str, str]] = types.MappingProxyType(
         {"commandLine": "it applies to Windows only"}
@@ -534,19 +541,23 @@ class Process(_Model):
     selinux_label: str | None = None
     io_priority: IOPriority | None = None
     scheduler: Scheduler | None = None
-    exec_cpu_affinity: CPUAffinity | None = _key("execCPUAffinity", default=None)
+    exec_cpu_affinity: CPUAffinity | None = field(
+        default=None, metadata={"json": "execCPUAffinity"}
+    )
 
     def _problems(self) -> Iterator[tuple[str, str]]:
         yield from _duplicates((r.type for r in self.rlimits), "rlimits", "type", "rlimit")
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Root(_Model):
     path: Text
     readonly: bool = False
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Mount(_Model):
     destination: AbsPath
     type: str | None = None
@@ -566,6 +577,7 @@ class Mount(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hook(_Model):
     path: AbsPath
     args: tuple[str, ...] = ()
@@ -574,6 +586,7 @@ class Hook(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hooks(_Model):
     prestart: tuple[Hook, ...] = ()
     create_runtime: tuple[Hook, ...] = ()
@@ -584,18 +597,21 @@ class Hooks(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Namespace(_Model):
     type: Annotated[str, _OneOf(NAMESPACE_TYPES, "namespace type")]
     path: AbsPath | None = None
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimeOffset(_Model):
     secs: I64 = 0
     nanosecs: Annotated[U32, _Range(0, 999_999_999)] = 0
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Device(_Model):
     type: Annotated[str, _OneOf(frozenset("cbup"), "device type")]
     path: Annotated[str, _Check(_dev_path)]
@@ -613,6 +629,7 @@ class Device(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceRule(_Model):
     allow: bool
     type: Annotated[str, _OneOf(frozenset("abc"), "device rule type")] | None = None
@@ -622,14 +639,15 @@ class DeviceRule(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Memory(_Model):
     limit: MemBytes | None = None
     reservation: MemBytes | None = None
     swap: MemBytes | None = None
     kernel: MemBytes | None = None
-    kernel_tcp: MemBytes | None = _key("kernelTCP", default=None)
+    kernel_tcp: MemBytes | None = field(default=None, metadata={"json": "kernelTCP"})
     swappiness: Annotated[U64, _Range(0, 100)] | None = None
-    disable_oom_killer: bool | None = _key("disableOOMKiller", default=None)
+    disable_oom_killer: bool | None = field(default=None, metadata={"json": "disableOOMKiller"})
     use_hierarchy: bool | None = None
     check_before_update: bool | None = None
 
@@ -641,6 +659,7 @@ class Memory(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CPU(_Model):
     shares: Annotated[U64, _Range(2, 262144, zero_means_unset=True)] | None = None
     quota: Annotated[I64, _Check(_cpu_quota)] | None = None
@@ -654,11 +673,13 @@ class CPU(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pids(_Model):
     limit: Annotated[I64, _Range(-1)] | None = None
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WeightDevice(_Model):
     major: I64
     minor: I64
@@ -667,6 +688,7 @@ class WeightDevice(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ThrottleDevice(_Model):
     major: I64
     minor: I64
@@ -674,51 +696,57 @@ class ThrottleDevice(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BlockIO(_Model):
     weight: BlkioWeight | None = None
     leaf_weight: BlkioWeight | None = None
     weight_device: tuple[WeightDevice, ...] = ()
     throttle_read_bps_device: tuple[ThrottleDevice, ...] = ()
     throttle_write_bps_device: tuple[ThrottleDevice, ...] = ()
-    throttle_read_iops_device: tuple[ThrottleDevice, ...] = _key(
-        "throttleReadIOPSDevice", default=()
+    throttle_read_iops_device: tuple[ThrottleDevice, ...] = field(
+        default=(), metadata={"json": "throttleReadIOPSDevice"}
     )
-    throttle_write_iops_device: tuple[ThrottleDevice, ...] = _key(
-        "throttleWriteIOPSDevice", default=()
+    throttle_write_iops_device: tuple[ThrottleDevice, ...] = field(
+        default=(), metadata={"json": "throttleWriteIOPSDevice"}
     )
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HugepageLimit(_Model):
     page_size: Annotated[str, _Check(_page_size)]
     limit: U64
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InterfacePriority(_Model):
     name: IfName
     priority: U32
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Network(_Model):
-    class_id: U32 | None = _key("classID", default=None)
+    class_id: U32 | None = field(default=None, metadata={"json": "classID"})
     priorities: tuple[InterfacePriority, ...] = ()
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RdmaLimit(_Model):
     hca_handles: U32 | None = None
     hca_objects: U32 | None = None
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Resources(_Model):
     devices: tuple[DeviceRule, ...] = ()
     memory: Memory | None = None
     cpu: CPU | None = None
     pids: Pids | None = None
-    block_io: BlockIO | None = _key("blockIO", default=None)
+    block_io: BlockIO | None = field(default=None, metadata={"json": "blockIO"})
     hugepage_limits: tuple[HugepageLimit, ...] = ()
     network: Network | None = None
     rdma: Mapping[Text, RdmaLimit] = field(default_factory=_empty_map)
@@ -726,6 +754,7 @@ class Resources(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SeccompArg(_Model):
     index: Annotated[U32, _Range(0, 5)]
     value: U64
@@ -737,6 +766,7 @@ SeccompAction = Annotated[str, _OneOf(_SECCOMP_ACTIONS, "seccomp action")]
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Syscall(_Model):
     names: Annotated[tuple[Text, ...], _Check(_non_empty)]
     action: SeccompAction
@@ -752,6 +782,7 @@ class Syscall(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Seccomp(_Model):
     default_action: SeccompAction
     default_errno_ret: U32 | None = None
@@ -778,12 +809,14 @@ class Seccomp(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Personality(_Model):
     domain: Annotated[str, _OneOf(frozenset({"LINUX", "LINUX32"}), "personality domain")]
     flags: tuple[str, ...] = ()
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryPolicy(_Model):
     mode: Annotated[str, _OneOf(_MPOL_MODES, "memory policy mode")]
     nodes: CpuList | None = None
@@ -797,11 +830,13 @@ class MemoryPolicy(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NetDevice(_Model):
     name: IfName | None = None
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Linux(_Model):
     _IGNORED: ClassVar[Mapping[str, str]] = types.MappingProxyType(
         {"intelRdt": "Intel RDT is not supported by gantry"}
@@ -891,6 +926,7 @@ class Linux(_Model):
 
 
 @_model
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Spec(_Model):
     """A validated runtime spec. Build one with `load_spec`, never directly."""
 

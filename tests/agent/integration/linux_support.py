@@ -38,7 +38,7 @@ def _read_until_eof(fd: int, deadline: float) -> bytes | None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        ready, _, _ = select.select([fd], [], [], remaining)
+        ready, _writable, _exceptional = select.select([fd], [], [], remaining)
         if not ready:
             return None
         chunk = os.read(fd, 65536)
@@ -76,7 +76,7 @@ def run_in_child(fn: Callable[[], Any], timeout: float = CHILD_TIMEOUT) -> Any:
         os.close(read_fd)
     if raw is None:
         os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+    _pid, status = os.waitpid(pid, 0)
     if raw is None:
         pytest.fail(f"child {pid} did not finish within {timeout}s")
     if not raw:

@@ -35,6 +35,7 @@ def test_cli_probes_leave_no_mount_cgroup_or_temp_dir(
     env = dict(os.environ, TMPDIR=str(scratch))
     result = subprocess.run(
         [str(gantry_bin), "checkconfig", "--json", "--feature", "all"],
+        check=False,
         capture_output=True,
         env=env,
         timeout=60,
@@ -46,8 +47,8 @@ def test_cli_probes_leave_no_mount_cgroup_or_temp_dir(
 
 def test_in_process_probes_leave_the_caller_untouched(no_leftovers: None) -> None:
     before = caller_state()
-    for _ in range(3):
-        report = kc.run_checks(features=[name for name, _, _ in kc.FEATURES])
+    for _round in range(3):
+        report = kc.run_checks(features=[name for name, _description, _default in kc.FEATURES])
         probes = [item for item in report["items"] if item["kind"] == "probe"]
         assert probes and {item["status"] for item in probes} == {"ok"}
     assert caller_state() == before
@@ -101,7 +102,9 @@ def test_unprivileged_probes_are_unknown_not_missing(tmp_path: Path) -> None:
     if not os.access(python, os.X_OK):
         pytest.skip(f"{python} is needed to run the engine as an unprivileged user")
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c"]
-    readable = subprocess.run([*as_nobody, f"open({str(engine)!r}).close()"], capture_output=True)
+    readable = subprocess.run(
+        [*as_nobody, f"open({str(engine)!r}).close()"], check=False, capture_output=True
+    )
     if readable.returncode != 0:
         pytest.skip(f"{engine} is not readable by nobody in this checkout")
     script = (
@@ -110,6 +113,7 @@ def test_unprivileged_probes_are_unknown_not_missing(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [*as_nobody, script, str(engine.parent)],
+        check=False,
         capture_output=True,
         text=True,
         cwd="/",

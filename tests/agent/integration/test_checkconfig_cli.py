@@ -30,6 +30,7 @@ def gantry(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(binary), *args],
+        check=False,
         capture_output=True,
         text=True,
         env=env or clean_env(),
@@ -68,8 +69,8 @@ def cgroup_mounts() -> tuple[dict[str, str], list[str]]:
     v1: dict[str, str] = {}
     v2: list[str] = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, tail = line.partition(" - ")
-        fstype, _, options = tail.split()[:3]
+        fields, _sep, tail = line.partition(" - ")
+        fstype, _source, options = tail.split()[:3]
         mountpoint = fields.split()[4]
         if fstype == "cgroup2":
             v2.append(mountpoint)
@@ -114,7 +115,7 @@ def test_json_report_on_this_machine(gantry_bin: Path) -> None:
 def test_this_machines_hybrid_layout_and_built_in_kernel(gantry_bin: Path) -> None:
     if not Path("/sys/fs/cgroup/unified/cgroup.controllers").exists():
         pytest.skip("not this machine's hybrid layout (no cgroup2 at /sys/fs/cgroup/unified)")
-    _, report = json_report(gantry_bin)
+    _code, report = json_report(gantry_bin)
     assert report["cgroup"]["layout"] == "hybrid"
     assert report["cgroup"]["v2"]["controllers"] == ["hugetlb"]
     assert report["config"]["modules_supported"] is False  # CONFIG_MODULES is unset here
@@ -172,13 +173,13 @@ def test_no_probes(gantry_bin: Path) -> None:
 
 
 def test_features_all_and_only(gantry_bin: Path) -> None:
-    _, report = json_report(gantry_bin, "--feature", "all")
+    _code, report = json_report(gantry_bin, "--feature", "all")
     assert all(feature["requested"] for feature in report["features"].values())
-    _, report = json_report(gantry_bin, "--only", "--feature", "userns,timens")
+    _code, report = json_report(gantry_bin, "--only", "--feature", "userns,timens")
     assert report["requested"] == ["userns", "timens"]
-    _, report = json_report(gantry_bin, "--feature", "userns", "--feature", "fuse")
+    _code, report = json_report(gantry_bin, "--feature", "userns", "--feature", "fuse")
     assert report["requested"][-2:] == ["userns", "fuse"] and "namespaces" in report["requested"]
-    _, report = json_report(gantry_bin, "--feature", "lsm", "vlan", "--no-probes")
+    _code, report = json_report(gantry_bin, "--feature", "lsm", "vlan", "--no-probes")
     assert report["requested"][-2:] == ["lsm", "vlan"]
 
 
@@ -206,9 +207,9 @@ def test_color_only_on_a_terminal_without_no_color(gantry_bin: Path) -> None:
     argv = [str(gantry_bin), "checkconfig", "--no-probes"]
     code, output = on_a_terminal(argv, clean_env(TERM="xterm"))
     assert code == 0 and ANSI.search(output)
-    _, output = on_a_terminal(argv, clean_env(TERM="xterm", NO_COLOR="1"))
+    _code, output = on_a_terminal(argv, clean_env(TERM="xterm", NO_COLOR="1"))
     assert "--- Namespaces ---" in output and not ANSI.search(output)
-    _, output = on_a_terminal(argv, clean_env(TERM="dumb"))
+    _code, output = on_a_terminal(argv, clean_env(TERM="dumb"))
     assert "--- Namespaces ---" in output and not ANSI.search(output)
 
 
@@ -225,7 +226,7 @@ def test_version_and_usage(gantry_bin: Path) -> None:
 def test_gantry_runtime_placeholder(gantry_bin: Path) -> None:
     runtime = gantry_bin.with_name("gantry-runtime")
     result = subprocess.run(
-        [str(runtime), "create", "box"], capture_output=True, text=True, timeout=30
+        [str(runtime), "create", "box"], check=False, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
     assert "gantry-runtime: create: not implemented yet (see issue 3)" in result.stderr

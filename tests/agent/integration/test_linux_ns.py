@@ -61,7 +61,7 @@ def test_setns_joins_uts_and_net_by_proc_path() -> None:
             ns.join(ns.ns_path(held.pid, Namespace.NET), Namespace.NET)
             return {
                 "nodename": os.uname().nodename,
-                "links": sorted(name for _, name in socket.if_nameindex()),
+                "links": sorted(name for _index, name in socket.if_nameindex()),
                 "net": ns.ns_inode("self", Namespace.NET),
             }
 

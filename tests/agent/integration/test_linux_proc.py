@@ -95,8 +95,9 @@ def test_pidfd_send_signal_kills_a_child() -> None:
         pidfd = proc.pidfd_open(held.pid)
         try:
             proc.pidfd_send_signal(pidfd, signal.SIGKILL)
-            readable, _, _ = select.select([pidfd], [], [], 10)  # a pidfd polls readable on exit
-            _, status = os.waitpid(held.pid, 0)
+            # A pidfd polls readable once the process has exited.
+            readable, _writable, _exceptional = select.select([pidfd], [], [], 10)
+            _pid, status = os.waitpid(held.pid, 0)
             with pytest.raises(ProcessLookupError) as caught:
                 proc.pidfd_send_signal(pidfd, signal.SIGTERM)
         finally:

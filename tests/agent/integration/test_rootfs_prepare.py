@@ -475,7 +475,7 @@ def test_errors_before_anything_is_mounted(bundle: tuple[Path, Path]) -> None:
 
 
 def test_no_pivot_hides_the_hosts_proc_and_sys(bundle: tuple[Path, Path]) -> None:
-    _, rootfs = bundle
+    _bundle_dir, rootfs = bundle
 
     def child() -> dict[str, Any]:
         ns.unshare(ns.CLONE_NEWNS)

@@ -39,7 +39,9 @@ def test_parse_config_reads_only_anchored_lines() -> None:
 
 
 def test_parse_config_old_header_format() -> None:
-    _, version, arch = kc.parse_config("# Linux kernel version: 2.6.32\nCONFIG_NAMESPACES=y\n")
+    _options, version, arch = kc.parse_config(
+        "# Linux kernel version: 2.6.32\nCONFIG_NAMESPACES=y\n"
+    )
     assert (version, arch) == ("2.6.32", None)
 
 

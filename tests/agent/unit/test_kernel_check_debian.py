@@ -10,7 +10,7 @@ import pytest
 from gantry import kernel_check as kc
 
 CONFIGS = Path(__file__).resolve().parents[3] / ".cache" / "anchors" / "configs"
-ALL_FEATURES = [name for name, _, _ in kc.FEATURES]
+ALL_FEATURES = [name for name, _description, _default in kc.FEATURES]
 
 
 def debian_configs() -> list[Path]:
@@ -36,7 +36,7 @@ def debian(request: pytest.FixtureRequest, make_sysroot: Any) -> tuple[Path, dic
 
 
 def test_header_and_modules(debian: tuple[Path, dict[str, Any]]) -> None:
-    _, report = debian
+    _config, report = debian
     assert report["config"]["readable"] is True
     assert report["kernel"]["version"].startswith("6.1.")
     assert report["kernel"]["arch"] == "x86"
@@ -55,7 +55,7 @@ def test_values_agree_with_an_anchored_grep(debian: tuple[Path, dict[str, Any]])
 
 
 def test_sensible_values(debian: tuple[Path, dict[str, Any]]) -> None:
-    _, report = debian
+    _config, report = debian
     items = {item["id"]: item for item in report["items"]}
     for option in (
         "NAMESPACES",
@@ -87,7 +87,7 @@ def test_sensible_values(debian: tuple[Path, dict[str, Any]]) -> None:
 
 
 def test_debian_supports_every_feature(debian: tuple[Path, dict[str, Any]]) -> None:
-    _, report = debian
+    _config, report = debian
     assert report["summary"]["exit_code"] == 0
     assert report["summary"]["required_missing"] == []
     for name, feature in report["features"].items():

@@ -30,9 +30,9 @@ def report(make_sysroot: Any, kernel_config: Any) -> dict[str, Any]:
 
 
 def test_features_table() -> None:
-    names = [name for name, _, _ in kc.FEATURES]
+    names = [name for name, _description, _default in kc.FEATURES]
     assert len(names) == len(set(names))
-    defaults = [name for name, _, default in kc.FEATURES if default]
+    defaults = [name for name, _description, default in kc.FEATURES if default]
     assert defaults == ["namespaces", "cgroups", "overlay", "seccomp", "bridge", "ports"]
     for extra in (
         "userns",
@@ -46,7 +46,7 @@ def test_features_table() -> None:
         "timens",
     ):
         assert extra in names
-    assert all(len(description) > 20 for _, description, _ in kc.FEATURES)
+    assert all(len(description) > 20 for _name, description, _default in kc.FEATURES)
     assert (kc.EXIT_OK, kc.EXIT_MISSING, kc.EXIT_UNREADABLE) == (0, 1, 2)
 
 
@@ -57,7 +57,7 @@ def test_unknown_feature_raises_naming_it_and_the_valid_ones(
         check(make_sysroot("hybrid"), kernel_config(), features=["namespaces", "warp-drive"])
     message = str(raised.value)
     assert "'warp-drive'" in message
-    for name, _, _ in kc.FEATURES:
+    for name, _description, _default in kc.FEATURES:
         assert name in message
 
 
@@ -65,7 +65,7 @@ def test_default_and_explicit_features(
     report: dict[str, Any], make_sysroot: Any, kernel_config: Any
 ) -> None:
     assert report["requested"] == ["namespaces", "cgroups", "overlay", "seccomp", "bridge", "ports"]
-    assert set(report["features"]) == {name for name, _, _ in kc.FEATURES}
+    assert set(report["features"]) == {name for name, _description, _default in kc.FEATURES}
     assert report["features"]["userns"]["requested"] is False
     root = make_sysroot("hybrid")
     assert check(root, kernel_config(), features=[])["requested"] == report["requested"]
@@ -86,7 +86,7 @@ def test_item_shape(report: dict[str, Any]) -> None:
         "hint",
     }
     kinds = {"kconfig", "probe", "sysctl", "binary", "cgroup", "lsm"}
-    features = {name for name, _, _ in kc.FEATURES}
+    features = {name for name, _description, _default in kc.FEATURES}
     ids = [item["id"] for item in report["items"]]
     assert len(ids) == len(set(ids))
     for item in report["items"]:

@@ -274,7 +274,7 @@ def test_all_errors_are_reported_at_once() -> None:
     with pytest.raises(SpecError) as caught:
         load_spec(raw)
 
-    paths = [path for path, _ in caught.value.errors]
+    paths = [path for path, _message in caught.value.errors]
     assert sorted(paths) == sorted(
         [
             "process.capabilities.bounding[2]",
@@ -299,7 +299,10 @@ def test_cross_field_rules_are_reported_alongside_field_errors() -> None:
     with pytest.raises(SpecError) as caught:
         load_spec(raw)
 
-    assert [p for p, _ in caught.value.errors] == ["process.cwd", 'linux.sysctl["vm.swappiness"]']
+    assert [p for p, _message in caught.value.errors] == [
+        "process.cwd",
+        'linux.sysctl["vm.swappiness"]',
+    ]
 
 
 def test_spec_error_survives_pickling() -> None:

@@ -164,4 +164,4 @@ def test_bad_input_is_refused_by_the_same_validation() -> None:
     with pytest.raises(SpecError) as caught:
         default_spec([], "rootfs", cwd="work")
 
-    assert sorted(p for p, _ in caught.value.errors) == ["process.args", "process.cwd"]
+    assert sorted(p for p, _message in caught.value.errors) == ["process.args", "process.cwd"]
