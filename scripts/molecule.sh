@@ -15,4 +15,6 @@ ln -sfn ../../.. .collections/ansible_collections/gantry/fleet
 if (($# == 0)); then
   set -- -s kernel_check
 fi
+# Plain logs when nobody watches (CI): Molecule and Ansible colour otherwise.
+[[ -t 1 ]] || export NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1
 exec molecule test "$@"

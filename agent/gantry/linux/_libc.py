@@ -11,7 +11,10 @@ import ctypes
 import errno
 import os
 import platform
+from collections.abc import Mapping
 from typing import Final
+
+from gantry.linux import syscalls_aarch64, syscalls_x86_64
 
 StrPath = str | os.PathLike[str]
 """A filesystem path as the callers hold it."""
@@ -19,25 +22,10 @@ StrPath = str | os.PathLike[str]
 LIBC: Final = ctypes.CDLL(None, use_errno=True)
 """The C library already loaded into this process (glibc); ``use_errno`` so errno survives."""
 
-# System call numbers that differ per architecture; everything newer than 5.1 (424 and up)
-# shares one number on every architecture and is listed once below.
-_ARCH_SYSCALLS: Final[dict[str, dict[str, int]]] = {
-    "x86_64": {"pivot_root": 155, "seccomp": 317},
-    "aarch64": {"pivot_root": 41, "seccomp": 277},
-}
-_COMMON_SYSCALLS: Final[dict[str, int]] = {
-    "pidfd_send_signal": 424,
-    "open_tree": 428,
-    "move_mount": 429,
-    "fsopen": 430,
-    "fsconfig": 431,
-    "fsmount": 432,
-    "fspick": 433,
-    "pidfd_open": 434,
-    "close_range": 436,
-    "openat2": 437,
-    "pidfd_getfd": 438,
-    "mount_setattr": 442,
+# Generated from the kernel headers (see _gen_syscalls.py); the seccomp compiler uses the same.
+_SYSCALL_TABLES: Final[dict[str, Mapping[str, int]]] = {
+    "x86_64": syscalls_x86_64.SYSCALLS,
+    "aarch64": syscalls_aarch64.SYSCALLS,
 }
 
 AT_FDCWD: Final = -100
@@ -49,9 +37,7 @@ def syscall_number(name: str) -> int:
     Raises ``OSError(ENOSYS)`` for a call this module has no number for on this
     architecture, so callers treat it exactly like a kernel without the call.
     """
-    if name in _COMMON_SYSCALLS:
-        return _COMMON_SYSCALLS[name]
-    number = _ARCH_SYSCALLS.get(platform.machine(), {}).get(name)
+    number = _SYSCALL_TABLES.get(platform.machine(), {}).get(name)
     if number is None:
         raise OSError(errno.ENOSYS, f"{name}: no syscall number known for {platform.machine()}")
     return number

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gantry.linux import seccomp as kernel
+from gantry.linux import syscalls_aarch64, syscalls_x86_64
 from gantry.linux.seccomp import (
     BPF_ABS,
     BPF_JEQ,
@@ -56,7 +57,6 @@ from gantry.linux.seccomp import (
     BPF_W,
     SockFilter,
 )
-from gantry.runtime import syscalls_aarch64, syscalls_x86_64
 from gantry.runtime.spec import Seccomp, SeccompArg, Syscall
 
 __all__ = [

@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 from gantry.linux import seccomp as k
+from gantry.linux.syscalls_aarch64 import SYSCALLS as AARCH64
+from gantry.linux.syscalls_x86_64 import SYSCALLS as X86_64
+from gantry.linux.syscalls_x86_64 import SYSCALLS_I386 as I386
+from gantry.linux.syscalls_x86_64 import SYSCALLS_X32 as X32
 from gantry.runtime.seccomp import (
     BAD_ARCH_ACTION,
     MACHINES,
@@ -18,10 +22,6 @@ from gantry.runtime.seccomp import (
     syscall_table,
 )
 from gantry.runtime.spec import Seccomp, SeccompArg, Syscall, load_spec
-from gantry.runtime.syscalls_aarch64 import SYSCALLS as AARCH64
-from gantry.runtime.syscalls_x86_64 import SYSCALLS as X86_64
-from gantry.runtime.syscalls_x86_64 import SYSCALLS_I386 as I386
-from gantry.runtime.syscalls_x86_64 import SYSCALLS_X32 as X32
 from test_seccomp_bpf import (
     ALLOW,
     JA,

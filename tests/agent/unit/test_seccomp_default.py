@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 from gantry.linux import seccomp as k
+from gantry.linux.syscalls_aarch64 import SYSCALLS as AARCH64
+from gantry.linux.syscalls_x86_64 import SYSCALLS as X86_64
+from gantry.linux.syscalls_x86_64 import SYSCALLS_I386 as I386
+from gantry.linux.syscalls_x86_64 import SYSCALLS_X32 as X32
 from gantry.runtime.defaults import DEFAULT_CAPABILITIES, default_config
 from gantry.runtime.seccomp import compile_seccomp
 from gantry.runtime.seccomp_default import (
@@ -21,10 +25,6 @@ from gantry.runtime.seccomp_default import (
     resolve_profile,
 )
 from gantry.runtime.spec import CAPABILITIES, load_spec
-from gantry.runtime.syscalls_aarch64 import SYSCALLS as AARCH64
-from gantry.runtime.syscalls_x86_64 import SYSCALLS as X86_64
-from gantry.runtime.syscalls_x86_64 import SYSCALLS_I386 as I386
-from gantry.runtime.syscalls_x86_64 import SYSCALLS_X32 as X32
 from test_seccomp_bpf import ALLOW, KILL_PROCESS, check_program, errno_ret, run, verdict
 
 EPERM = errno_ret(errno.EPERM)
