@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 
 # Debian packages the project uses (tests, probes, the anchors' scripts).
 APT_PACKAGES=(
-  python3-venv rsync xz-utils git make
+  python3-venv rsync xz-utils git make gcc libc6-dev
   busybox-static tini uidmap iproute2 iptables nftables kmod
   shellcheck  # ansible-test sanity runs it on the shell scripts
   runc  # a reference anchor only: `runc spec` bundles and benchmarks, never run under Gantry
@@ -58,6 +58,13 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]];
   fi
   .venv/bin/python -c 'import gantry, ansible' # fails the setup if either is missing
   echo "$stamp" >.venv/.stamp
+fi
+
+# gantry-shim, the C process that stays behind for each running container.
+SHIM=agent/gantry/runtime/shim/gantry-shim
+if [[ ! -x $SHIM || $SHIM.c -nt $SHIM ]]; then
+  echo "setup: compiling $SHIM"
+  cc -Os -Wall -Wextra -Werror -o "$SHIM" "$SHIM.c"
 fi
 
 # ansible-test --venv bootstraps pip with a script it downloads from a host outside the
