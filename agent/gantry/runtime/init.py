@@ -140,6 +140,9 @@ class InitConfig:
     seccomp_early: bool = False
     """Load the filter before dropping capabilities (see security.seccomp_goes_early)."""
     warnings: tuple[str, ...] = ()
+    start_fifo: bool = False
+    """Wait for start on the ``exec.fifo`` whose O_PATH fd sits right after the socket
+    (runc's create/start split), instead of a ``start`` message on the socket."""
 
 
 # --- the sync channel -------------------------------------------------------------------------
@@ -312,10 +315,14 @@ def container_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
             executable = find_executable(config.args[0], config.env)
             environ = build_environment(config.env, user)
         with step("fds"):
-            close_inherited_fds(channel)
+            close_inherited_fds(channel, keep_fifo=config.start_fifo)
         with step("sync"):
             channel.send(MSG_CREATED)  # create_init returns: the OCI "created" state
-            channel.expect(MSG_START)
+            if not config.start_fifo:
+                channel.expect(MSG_START)
+        if config.start_fifo:
+            with step("start-fifo"):
+                wait_on_start_fifo(channel.fileno() + 1)
         if config.seccomp and not config.seccomp_early:
             with step("seccomp"):
                 load_seccomp(config)  # last: the filter governs nothing of our own set-up
@@ -524,7 +531,29 @@ def build_environment(env: tuple[tuple[str, str], ...], user: ExecUser) -> Mappi
     return environ
 
 
-def close_inherited_fds(channel: SyncChannel) -> None:
-    """Close every fd above the sync socket: only stdio, the extra fds (3..) and the
-    socket (close-on-exec) are left (CVE-2024-21626 came in through a leaked fd)."""
-    proc.close_range(channel.fileno() + 1)
+def close_inherited_fds(channel: SyncChannel, *, keep_fifo: bool = False) -> None:
+    """Close every fd above the sync socket: only stdio, the extra fds (3..), the socket
+    and, with ``keep_fifo``, the exec.fifo handle after it (both close-on-exec) are left
+    (CVE-2024-21626 came in through a leaked fd)."""
+    proc.close_range(channel.fileno() + (2 if keep_fifo else 1))
+
+
+def wait_on_start_fifo(fifo_fd: int) -> None:
+    """Block until ``start`` opens the exec.fifo for reading, then write it one byte.
+
+    ``fifo_fd`` is an O_PATH handle opened by the runtime on the host: after pivot_root
+    the FIFO's path is out of sight, so it is reopened for writing through this process's
+    own ``/proc/self/fd`` (runc does the same). Opening a FIFO for writing blocks until
+    a reader comes: that open is the gate.
+    """
+    try:
+        writer = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "reopening exec.fifo needs /proc mounted in the container"
+        ) from None
+    try:
+        os.write(writer, b"0")
+    finally:
+        os.close(writer)
+        os.close(fifo_fd)

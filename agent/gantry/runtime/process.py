@@ -26,7 +26,9 @@ order is the kernel's, as in runc's stages 0/1/2:
   (runc's procReady); the init's own set-up in Python is not held to them. It goes on up
   to the moment before execve and says it is created; :func:`create_init` returns;
 - :meth:`InitHandle.start` lets it load seccomp and exec; the socket closing on exec is
-  the runtime's sign that it happened.
+  the runtime's sign that it happened. With ``start_fifo`` (runc's ``exec.fifo``) the init
+  instead blocks opening that FIFO for writing, and any process may start it by opening
+  the FIFO for reading (:func:`open_start_fifo`): the creator may be gone by then.
 
 Every wait has a deadline, every failure is a :class:`ContainerInitError` naming the step,
 and a failed creation leaves no process behind.
@@ -35,6 +37,7 @@ and a failed creation leaves no process behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -47,6 +50,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISFIFO
 from typing import Any, Final, NoReturn
 
 from gantry.linux import caps, ns, prctl, proc
@@ -79,6 +83,7 @@ __all__ = [
     "InitHandle",
     "create_init",
     "exit_status",
+    "open_start_fifo",
     "plan_init",
     "run",
 ]
@@ -284,20 +289,28 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def _lay_out_fds(channel: SyncChannel, stdio: Sequence[int], extra_fds: Sequence[int]) -> None:
-    """Make ``stdio`` fds 0-2 and ``extra_fds`` 3.., put the socket right after them, and
-    close everything else the caller had open."""
+def _lay_out_fds(
+    channel: SyncChannel, stdio: Sequence[int], extra_fds: Sequence[int], fifo_fd: int = -1
+) -> None:
+    """Make ``stdio`` fds 0-2 and ``extra_fds`` 3.., put the socket right after them (and
+    the exec.fifo handle ``fifo_fd``, if any, after the socket, close-on-exec), and close
+    everything else the caller had open."""
     sources = [*stdio, *extra_fds]
     count = len(sources)
     # Everything moves above every number in play first, so no dup2 onto 0..count below
     # can clobber a source or the socket.
-    floor = max([*sources, channel.fileno(), count, 2]) + 1
+    floor = max([*sources, channel.fileno(), fifo_fd, count + 1, 2]) + 1
     channel.move_to(fcntl.fcntl(channel.fileno(), fcntl.F_DUPFD_CLOEXEC, floor))
+    fifo_copy = fcntl.fcntl(fifo_fd, fcntl.F_DUPFD_CLOEXEC, floor) if fifo_fd >= 0 else -1
     copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in sources]
     for target, fd in enumerate(copies):
         os.dup2(fd, target, inheritable=True)
     channel.move_to(count)
-    proc.close_range(count + 1)
+    if fifo_copy >= 0:
+        os.dup2(fifo_copy, count + 1, inheritable=False)
+        proc.close_range(count + 2)
+    else:
+        proc.close_range(count + 1)
 
 
 def _open_namespaces(join: Sequence[tuple[ns.Namespace, str]]) -> list[tuple[ns.Namespace, int]]:
@@ -325,7 +338,11 @@ def _join_namespaces(opened: Sequence[tuple[ns.Namespace, int]]) -> None:
 
 
 def _first_child(
-    config: InitConfig, channel: SyncChannel, stdio: Sequence[int], extra_fds: Sequence[int]
+    config: InitConfig,
+    channel: SyncChannel,
+    stdio: Sequence[int],
+    extra_fds: Sequence[int],
+    fifo_fd: int = -1,
 ) -> NoReturn:
     """runc's stage 1: namespaces, then the fork that makes the init PID 1. Never returns."""
     try:
@@ -334,7 +351,7 @@ def _first_child(
             # container may open /proc/<pid>/exe, the host's python (CVE-2019-5736).
             prctl.set_dumpable(False)
             _reset_signals()
-            _lay_out_fds(channel, stdio, extra_fds)
+            _lay_out_fds(channel, stdio, extra_fds, fifo_fd)
         with step("join-namespaces"):
             opened = _open_namespaces(config.join)
         if config.new_user_ns:
@@ -601,13 +618,17 @@ def create_init(
     stdio: Sequence[int] = (0, 1, 2),
     extra_fds: Sequence[int] = (),
     cgroup_procs: Sequence[Path] = (),
+    start_fifo: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     log: Log | None = None,
 ) -> InitHandle:
     """Create the container's init from ``spec``, set up and waiting for :meth:`start`.
 
     ``stdio`` become the container's fds 0-2 and ``extra_fds`` its fds 3 and up.
-    ``cgroup_procs`` are the ``cgroup.procs`` files of the container's cgroups. The caller
+    ``cgroup_procs`` are the ``cgroup.procs`` files of the container's cgroups. With
+    ``start_fifo`` (an existing FIFO, runc's ``exec.fifo``) the created init waits for
+    whoever opens that FIFO for reading (:func:`open_start_fifo`, from any process)
+    instead of :meth:`InitHandle.start`'s message, so the caller may go away. The caller
     must be single-threaded; it becomes a child subreaper (PR_SET_CHILD_SUBREAPER), which
     the init's re-parenting relies on. Raises :class:`ContainerInitError` naming the step
     that failed; nothing of the container is left then.
@@ -616,32 +637,86 @@ def create_init(
     if len(stdio) != 3:
         raise ValueError(f"stdio is three fds (stdin, stdout, stderr), not {len(stdio)}")
     config = plan_init(spec, Path(bundle))
+    if start_fifo is not None:
+        config = dataclasses.replace(config, start_fifo=True)
     for warning in config.warnings:
         log.warning("container init: %s", warning)
     platform.machine()  # cached now: the syscall wrappers ask for it after pivot_root
     if not prctl.get_child_subreaper():
         prctl.set_child_subreaper(True)
     children_before = _children()
+    fifo_fd = -1
+    if start_fifo is not None:
+        # Opened here, on the host and as the runtime: the init reopens it through
+        # /proc/self/fd once its root has moved (and maybe its ids with it).
+        try:
+            fifo_fd = os.open(start_fifo, os.O_PATH | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ContainerInitError(
+                "start-fifo", f"{start_fifo}: {exc.strerror or exc}", exc.errno
+            ) from None
+        if not S_ISFIFO(os.fstat(fifo_fd).st_mode):
+            os.close(fifo_fd)
+            raise ContainerInitError("start-fifo", f"{start_fifo} is not a FIFO")
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
     except OSError as exc:
         parent_sock.close()
         child_sock.close()
+        if fifo_fd >= 0:
+            os.close(fifo_fd)
         raise ContainerInitError("fork", exc.strerror or str(exc), exc.errno) from None
     if pid == 0:  # the first child: never returns
         try:
             parent_sock.close()
-            _first_child(config, SyncChannel(child_sock), stdio, extra_fds)
+            _first_child(config, SyncChannel(child_sock), stdio, extra_fds, fifo_fd)
         finally:
             os._exit(1)
     child_sock.close()
+    if fifo_fd >= 0:
+        os.close(fifo_fd)
     creation = _Creation(config, SyncChannel(parent_sock), pid, timeout)
     try:
-        return creation.run(cgroup_procs)
+        handle = creation.run(cgroup_procs)
     except BaseException:
         creation.abort(children_before)
         raise
+    handle.start_fifo = start_fifo
+    return handle
+
+
+def open_start_fifo(fifo: Path, pidfd: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Start a created init that waits on ``fifo``: open the FIFO for reading, which lets
+    the init's open for writing through, and read its byte.
+
+    ``pidfd`` is the init's: its exit before the byte arrives is an error (a plain
+    blocking open would wait forever for a writer that is gone). Raises
+    :class:`ContainerInitError` (step ``start``); ``FileNotFoundError`` when the FIFO is
+    gone (started already).
+    """
+    # Non-blocking, so the open itself never waits; a FIFO nobody has opened for writing
+    # yet is simply not readable (no POLLHUP before a first writer).
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = _wait_readable([reader, pidfd], deadline)
+            if not ready:
+                raise ContainerInitError("start", f"no start within {timeout:g}s")
+            if reader in ready:
+                try:
+                    data = os.read(reader, 1)
+                except BlockingIOError:
+                    continue
+                if data:
+                    return
+                # EOF: a writer came and went without its byte; it died in between.
+                raise ContainerInitError("start", "the container's init exited while starting")
+            if pidfd in ready:
+                raise ContainerInitError("start", "the container's init exited before start")
+    finally:
+        os.close(reader)
 
 
 # --- the created container --------------------------------------------------------------------
@@ -669,6 +744,8 @@ class InitHandle:
         self.pidfd = pidfd
         self.warnings = warnings
         self.wait_status: int | None = None
+        self.start_fifo: Path | None = None
+        """The exec.fifo the init waits on, when it was created with one."""
         self._channel: SyncChannel | None = channel
         self._started = False
 
@@ -688,10 +765,13 @@ class InitHandle:
         channel = self._channel
         deadline = time.monotonic() + timeout
         try:
-            try:
-                channel.send(MSG_START)
-            except OSError as exc:
-                raise ContainerInitError("start", f"the init is gone: {exc.strerror}") from None
+            if self.start_fifo is not None:
+                open_start_fifo(self.start_fifo, self.pidfd, timeout)
+            else:
+                try:
+                    channel.send(MSG_START)
+                except OSError as exc:
+                    raise ContainerInitError("start", f"the init is gone: {exc.strerror}") from None
             if not _wait_readable([channel.fileno()], deadline):
                 raise ContainerInitError("start", f"no exec within {timeout}s")
             message = channel.receive()

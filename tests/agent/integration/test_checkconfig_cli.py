@@ -223,12 +223,14 @@ def test_version_and_usage(gantry_bin: Path) -> None:
     assert "timens" in result.stdout and "exit status" in result.stdout
 
 
-def test_gantry_runtime_placeholder(gantry_bin: Path) -> None:
+def test_gantry_runtime_usage(gantry_bin: Path) -> None:
     runtime = gantry_bin.with_name("gantry-runtime")
-    result = subprocess.run(
-        [str(runtime), "create", "box"], check=False, capture_output=True, text=True, timeout=30
-    )
+    result = subprocess.run([str(runtime)], check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "gantry-runtime: create: not implemented yet (see issue 3)" in result.stderr
+    assert result.stderr.startswith("usage: gantry-runtime")
+    result = subprocess.run(
+        [str(runtime), "--help"], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
     for verb in ("create", "start", "state", "kill", "delete"):
-        assert verb in result.stderr
+        assert verb in result.stdout
