@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from gantry import __version__
-from gantry.cli import checkconfig, runtime
+from gantry.cli import checkconfig, runtime_alias
 
-SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, runtime)
+SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, runtime_alias)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -35,8 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["runtime"]:
+        # Untouched, so `gantry runtime --help` and runc's flags reach gantry-runtime.
+        from gantry.cli import runtime
+
+        return runtime.main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -323,21 +323,6 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 1
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``gantry runtime VERB …``: the same verbs and flags as ``gantry-runtime``."""
-    parser = subparsers.add_parser(
-        "runtime",
-        help="the OCI runtime (same as gantry-runtime)",
-        description="Gantry's OCI runtime (runc's command line); same as gantry-runtime.",
-    )
-    add_arguments(parser)
-
-    def handler(args: argparse.Namespace) -> int:
-        return dispatch(args, parser)
-
-    parser.set_defaults(handler=handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
