@@ -13,12 +13,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from gantry.linux import proc
+from gantry.linux import prctl, proc
 from gantry.runtime import state as st
 from gantry.runtime import supervisor as sv
 from gantry.runtime.cgroups import CgroupError
@@ -124,6 +125,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if not args.detach:
+        # The container's shim is orphaned by create's double fork; in the foreground it
+        # lands here rather than on the host's init, and is reaped below once it is done.
+        prctl.set_child_subreaper(True)
     recorded = _create(args)
     root = _root(args)
     # Installed before start: a signal that comes while the container starts is its too.
@@ -141,9 +146,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         for signum, previous in forwarded.items():
             signal.signal(signum, previous)
     sv.delete(sv.find(root, args.id), force=True)
+    _reap(recorded.shim_pid)
     if record is None:
         raise CommandError(f"container {args.id!r}: its exit status was not recorded")
     return record.exit_code
+
+
+def _reap(pid: int, timeout: float = 5.0) -> None:
+    """Reap ``pid`` if it is (now) our child; give up quietly after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reaped, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not ours: the host's init reaps it
+        if reaped or time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
 
 
 def _forward_signals(recorded: st.ContainerState) -> dict[int, Any]:
