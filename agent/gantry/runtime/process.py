@@ -99,15 +99,10 @@ _log = logging.getLogger(__name__)
 _RLIM_INFINITY_U64: Final = 2**64 - 1
 
 
-class ContainerInitError(Exception):
+class ContainerInitError(InitStepError):
     """Creating or starting the container failed at ``step`` (``rootfs``, ``cwd``,
-    ``capabilities``…); ``errno`` is the kernel's when a call failed."""
-
-    def __init__(self, step_name: str, message: str, err: int | None = None) -> None:
-        super().__init__(step_name, message, err)
-        self.step = step_name
-        self.message = message
-        self.errno = err
+    ``capabilities``…); ``errno`` is the kernel's when a call failed. The runtime-side
+    form of the init's own :class:`InitStepError`."""
 
     def __str__(self) -> str:
         return f"container init failed at step {self.step}: {self.message}"
