@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from gantry import __version__
-from gantry.cli import checkconfig, runtime_alias
+from gantry.cli import checkconfig
 
-SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, runtime_alias)
+SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig,)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.register(subparsers)
+    # Listed for `gantry -h` only: main() hands `gantry runtime …` to gantry-runtime before
+    # parsing, and imports the runtime only then (checkconfig does not pay for it).
+    subparsers.add_parser("runtime", help="the OCI runtime (same as gantry-runtime)")
     return parser
 
 
