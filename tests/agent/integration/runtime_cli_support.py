@@ -25,7 +25,19 @@ from gantry.runtime.defaults import default_config
 
 RUNTIME = Path(sys.executable).parent / "gantry-runtime"
 TIMEOUT = 30.0
-APPLETS = ("sleep", "kill", "ps", "hostname", "readlink", "pwd", "env", "grep", "tty", "stty")
+APPLETS = (
+    "sleep",
+    "kill",
+    "ps",
+    "hostname",
+    "readlink",
+    "pwd",
+    "env",
+    "grep",
+    "tty",
+    "stty",
+    "dirname",
+)
 
 Change = Callable[[dict[str, Any]], None]
 
