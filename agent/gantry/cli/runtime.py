@@ -230,7 +230,7 @@ def _forward_signals(recorded: st.ContainerState) -> dict[int, Any]:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    return rx.cmd_exec(args, _root(args), lambda path, pid: _write_pid_file(path, pid))
+    return rx.cmd_exec(args, _root(args), _write_pid_file)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

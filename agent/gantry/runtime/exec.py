@@ -399,12 +399,6 @@ class ExecHandle(InitHandle):
             os.close(self.console_fd)
             self.console_fd = -1
 
-    def close(self) -> None:
-        if self.console_fd >= 0:
-            os.close(self.console_fd)
-            self.console_fd = -1
-        super().close()
-
 
 def _container_pidfd(container: Container) -> int:
     if container.state is None:

@@ -881,7 +881,11 @@ class InitHandle:
             proc.pidfd_send_signal(self.pidfd, sig)
 
     def close(self) -> None:
-        """Kill and reap an init still running, and release the handle's fds."""
+        """Kill and reap an init still running, and release the handle's fds (the pty
+        master too, unless the caller took it)."""
+        if self.console_fd >= 0:
+            os.close(self.console_fd)
+            self.console_fd = -1
         if self.pidfd >= 0:
             if self.wait_status is None:
                 # SIGKILL before the socket closes: an unstarted init reading EOF would
