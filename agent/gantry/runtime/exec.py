@@ -400,7 +400,7 @@ class ExecHandle(InitHandle):
             self.console_fd = -1
 
 
-def _container_pidfd(container: Container) -> int:
+def _check_status(container: Container) -> None:
     if container.state is None:
         raise ExecError(f"container {container.id!r} is still being created: cannot exec")
     if container.status == "paused":
@@ -409,6 +409,11 @@ def _container_pidfd(container: Container) -> int:
         raise ExecError(
             f"container {container.id!r} is {container.status}, not running: cannot exec"
         )
+
+
+def _container_pidfd(container: Container) -> int:
+    _check_status(container)
+    assert container.state is not None
     try:
         pidfd = proc.pidfd_open(container.state.pid)
     except ProcessLookupError:
@@ -467,12 +472,13 @@ def exec_process(
     """
     if len(stdio) != 3:
         raise ValueError(f"stdio is three fds (stdin, stdout, stderr), not {len(stdio)}")
+    _check_status(container)
+    recorded = container.state
+    assert recorded is not None
     spec = saved.load_saved_spec(container.directory)
     if spec is None:
         raise ExecError(f"container {container.id!r} has no saved spec: cannot exec")
-    assert container.state is not None or container.status == "creating"
-    bundle = Path(container.state.bundle if container.state else ".")
-    config = plan_exec(spec, process, bundle)
+    config = plan_exec(spec, process, Path(recorded.bundle))
     for warning in config.warnings:
         # The same as create's (the same spec), which said them already.
         (log or _log_of(container)).debug("exec: %s", warning)
@@ -483,7 +489,7 @@ def exec_process(
         prctl.set_child_subreaper(True)
     pidfd = _container_pidfd(container)
     try:
-        opened = _open_container_namespaces(container.state.pid)  # type: ignore[union-attr]
+        opened = _open_container_namespaces(recorded.pid)
         try:
             if _wait_readable([pidfd], time.monotonic() + 0.0001):
                 raise ExecError(f"container {container.id!r} stopped: cannot exec")
