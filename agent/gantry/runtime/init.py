@@ -617,7 +617,7 @@ def open_start_gate(fifo_fd: int) -> int:
 
 def pass_start_gate(gate: int, start_hooks: tuple[Any, ...], state: dict[str, Any]) -> None:
     """Run the startContainer hooks, then tell ``start`` through the FIFO ``gate`` whether
-    the program is about to be executed: its failure is then ``start``'s error."""
+    the program is about to be executed: a hook's failure is then ``start``'s error."""
     try:
         run_start_hooks(start_hooks, state)
     except InitStepError as failure:
@@ -626,10 +626,9 @@ def pass_start_gate(gate: int, start_hooks: tuple[Any, ...], state: dict[str, An
         os.close(gate)
         raise
     with step("start-fifo"):
-        try:
-            os.write(gate, START_OK)
-        finally:
-            os.close(gate)
+        os.write(gate, START_OK)
+    # Left open (close-on-exec): the execve closes it, and the end-of-file that ``start``
+    # then reads says the program runs, so poststart hooks run after it (runtime-spec).
 
 
 def run_start_hooks(start_hooks: tuple[Any, ...], state: dict[str, Any]) -> None:

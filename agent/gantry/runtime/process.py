@@ -739,7 +739,8 @@ def create_init(
 
 def open_start_fifo(fifo: Path, pidfd: int, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Start a created init that waits on ``fifo``: open the FIFO for reading, which lets
-    the init's open for writing through, and read its byte.
+    the init's open for writing through, read its byte, and wait for the FIFO's end,
+    which the init's execve closes: on return the program runs.
 
     ``pidfd`` is the init's: its exit before the byte arrives is an error (a plain
     blocking open would wait forever for a writer that is gone). Raises
@@ -761,6 +762,7 @@ def open_start_fifo(fifo: Path, pidfd: int, timeout: float = DEFAULT_TIMEOUT) ->
                 except BlockingIOError:
                     continue
                 if data == START_OK:
+                    _wait_for_exec(reader, deadline)
                     return
                 if data == START_FAILED:
                     raise ContainerInitError("start", _read_reason(reader, deadline))
@@ -770,6 +772,18 @@ def open_start_fifo(fifo: Path, pidfd: int, timeout: float = DEFAULT_TIMEOUT) ->
                 raise ContainerInitError("start", "the container's init exited before start")
     finally:
         os.close(reader)
+
+
+def _wait_for_exec(reader: int, deadline: float) -> None:
+    """After the init's byte: wait for the end of the FIFO, which its execve closes (or its
+    death: then the program's failure shows in its exit status)."""
+    while _wait_readable([reader], deadline):
+        try:
+            if not os.read(reader, 4096):
+                return
+        except BlockingIOError:
+            continue
+    raise ContainerInitError("start", "the container's init did not exec its program in time")
 
 
 def _read_reason(reader: int, deadline: float) -> str:

@@ -197,3 +197,26 @@ def test_a_hook_past_its_timeout_is_killed(runtime: rcs.Runtime, tmp_path: Path)
     assert result.rc == 1, result
     assert "hooks.prestart[0]" in result.err and "timeout of 1s" in result.err, result
     assert not (runtime.root / "t1").exists()
+
+
+def test_poststart_runs_once_the_program_runs(runtime: rcs.Runtime, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    hook = _write_script(
+        tmp_path / "poststart.sh",
+        "#!/bin/sh\n"
+        "pid=$(sed -n 's/.*\"pid\": \\([0-9]*\\).*/\\1/p')\n"
+        f"tr '\\0' ' ' < /proc/$pid/cmdline > {seen}\n",
+    )
+
+    def hooks(config: dict[str, Any]) -> None:
+        config["hooks"] = {"poststart": [{"path": hook}]}
+
+    bundle = rcs.busybox_bundle(tmp_path / "bundle", ["/bin/sleep", "300"], hooks)
+    runtime.ok("create", "-b", str(bundle), "ps1")
+    runtime.ok("start", "ps1")
+    try:
+        # When start returned, the init had exec'd the program (the spec's "after the
+        # user-specified process is executed"), and the hook saw it.
+        assert seen.read_text().split() == ["/bin/sleep", "300"]
+    finally:
+        runtime.ok("delete", "--force", "ps1")
