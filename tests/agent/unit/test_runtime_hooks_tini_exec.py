@@ -261,3 +261,43 @@ def test_a_console_socket_closed_without_a_terminal_is_an_error() -> None:
     with pytest.raises(console.ConsoleError, match="without a terminal"):
         console.receive_console(ours, timeout=5)
     ours.close()
+
+
+def test_the_terminal_proxy_copies_both_ways_until_the_other_side_is_gone() -> None:
+    import threading
+
+    master, slave = os.openpty()
+    host_master, host_tty = os.openpty()  # stands in for the user's terminal
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    console.set_window_size(host_tty, console.WindowSize(24, 91))
+    proxy = console.TerminalProxy(master, host_tty, stdin=stdin_r, stdout=stdout_w)
+    done = threading.Event()
+
+    def run() -> None:
+        proxy.run()
+        done.set()
+
+    try:
+        with proxy.active():
+            assert console.window_size(slave) == console.WindowSize(24, 91)
+            thread = threading.Thread(target=run)
+            thread.start()
+            os.write(stdin_w, b"typed\n")
+            assert b"typed" in _read_some(slave)
+            os.write(slave, b"printed")
+            assert b"printed" in _read_some(stdout_r)
+            os.close(slave)  # the container's side is gone: EIO on the master
+            thread.join(10)
+            assert done.is_set()
+    finally:
+        for fd in (master, host_master, host_tty, stdin_r, stdin_w, stdout_r, stdout_w):
+            os.close(fd)
+
+
+def _read_some(fd: int) -> bytes:
+    import select
+
+    ready, _w, _x = select.select([fd], [], [], 10)
+    assert ready
+    return os.read(fd, 1024)
