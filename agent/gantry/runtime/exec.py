@@ -61,6 +61,7 @@ from gantry.runtime.init import (
     build_environment,
     close_inherited_fds,
     find_executable,
+    give_terminal_to,
     load_seccomp,
     report_and_exit,
     resolve_user,
@@ -346,6 +347,9 @@ def exec_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
         with step("user"):
             user = resolve_user(config)
             apply_umask(config.umask)
+        if config.terminal:
+            with step("console"):
+                give_terminal_to(user)
         if config.rlimits:
             with step("rlimits"):
                 channel.send(MSG_RLIMITS)

@@ -333,6 +333,9 @@ def container_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
         with step("user"):
             user = resolve_user(config)
             apply_umask(config.umask)
+        if config.terminal:
+            with step("console"):
+                give_terminal_to(user)
         if config.rlimits:
             with step("rlimits"):
                 # Set from outside: a hard limit cannot be raised from inside a user
@@ -658,6 +661,13 @@ def run_create_hooks(config: InitConfig, channel: SyncChannel, state: dict[str, 
             )
         except hooks.HookError as exc:
             raise InitStepError("hooks", str(exc)) from None
+
+
+def give_terminal_to(user: ExecUser) -> None:
+    """Make the pty (fd 0) the process user's own, as runc's fixStdioPermissions does: the
+    slave is created root's, mode 0620, and a non-root user could not reopen its own
+    terminal (``/proc/self/fd/0``, ``tty``-checking programs) otherwise."""
+    os.fchown(0, user.uid, -1)
 
 
 def setup_console(

@@ -144,7 +144,8 @@ def test_exec_with_a_tty_in_the_foreground(runtime: rcs.Runtime, tmp_path: Path)
     pid, master = pty.fork()
     if pid == 0:
         try:
-            argv = runtime.argv("exec", "-t", "et1", "/bin/sh", "-c", "tty; stty size; exit 5")
+            script = "tty; stat -L -c owner=%u /proc/self/fd/0; exit 5"
+            argv = runtime.argv("exec", "-t", "-u", "1000:1000", "et1", "/bin/sh", "-c", script)
             os.execv(rcs.RUNTIME, argv)
         finally:
             os._exit(127)
@@ -156,6 +157,7 @@ def test_exec_with_a_tty_in_the_foreground(runtime: rcs.Runtime, tmp_path: Path)
     assert os.waitstatus_to_exitcode(status) == 5, lines
     ttys = [line for line in lines if line.startswith("/dev/pts/")]
     assert ttys, lines
+    assert "owner=1000" in lines, lines  # the user's own terminal (runc's fixStdioPermissions)
     runtime.ok("delete", "-f", "et1")
 
 
