@@ -79,6 +79,11 @@ def with_init(spec: Spec) -> Spec:
     path = init_binary(spec)
     if path is None or spec.process is None:
         return spec
+    if any(_binds_dev(mount) for mount in spec.mounts):
+        # /dev/init would be made in the bound directory, which is not the container's own.
+        raise InitBinaryError(
+            f"{_FIELD}: /dev is a bind mount here; the init needs the runtime's /dev"
+        )
     mount = Mount(
         destination=MOUNT_POINT,
         type="bind",
@@ -87,3 +92,9 @@ def with_init(spec: Spec) -> Spec:
     )
     process = dataclasses.replace(spec.process, args=(MOUNT_POINT, "--", *spec.process.args))
     return dataclasses.replace(spec, mounts=(*spec.mounts, mount), process=process)
+
+
+def _binds_dev(mount: Mount) -> bool:
+    return mount.destination.rstrip("/") == "/dev" and (
+        mount.type == "bind" or "bind" in mount.options or "rbind" in mount.options
+    )

@@ -54,6 +54,20 @@ def test_an_init_wraps_the_process_and_binds_the_binary_read_only(tmp_path: Path
     assert wrapped.mounts[:-1] == spec.mounts  # added last: onto the runtime's /dev tmpfs
 
 
+def test_an_init_is_refused_over_a_bound_dev(tmp_path: Path) -> None:
+    binary = tmp_path / "my-init"
+    binary.write_bytes(b"\x7fELF")
+    binary.chmod(0o755)
+
+    def change(config: dict[str, Any]) -> None:
+        config["annotations"] = {tini.ANNOTATION: str(binary)}
+        config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/dev"]
+        config["mounts"].insert(0, {"destination": "/dev", "type": "bind", "source": "/dev"})
+
+    with pytest.raises(tini.InitBinaryError, match="bind mount"):
+        tini.with_init(_spec(change))
+
+
 @pytest.mark.skipif(not Path(tini.DEFAULT_INIT).exists(), reason="needs Debian's tini")
 def test_true_means_debians_static_tini() -> None:
     spec = _spec(lambda c: c.update(annotations={tini.ANNOTATION: "true"}))
