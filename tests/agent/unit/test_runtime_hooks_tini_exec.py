@@ -298,15 +298,26 @@ def test_the_terminal_proxy_copies_both_ways_until_the_other_side_is_gone() -> N
             thread = threading.Thread(target=run)
             thread.start()
             os.write(stdin_w, b"typed\n")
-            assert b"typed" in _read_some(slave)
+            assert b"typed" in _read_until(slave, b"typed")
             os.write(slave, b"printed")
-            assert b"printed" in _read_some(stdout_r)
+            # the slave echoes what was typed (cooked mode), so "printed" may come second
+            assert b"printed" in _read_until(stdout_r, b"printed")
             os.close(slave)  # the container's side is gone: EIO on the master
             thread.join(10)
             assert done.is_set()
     finally:
         for fd in (master, host_master, host_tty, stdin_r, stdin_w, stdout_r, stdout_w):
             os.close(fd)
+
+
+def _read_until(fd: int, wanted: bytes) -> bytes:
+    seen = b""
+    while wanted not in seen:
+        chunk = _read_some(fd)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
 
 
 def _read_some(fd: int) -> bytes:
