@@ -9,6 +9,8 @@ an ``exec.fifo`` start gate (:func:`gantry.runtime.process.create_init`), writes
 the failing step), and then execs ``gantry-shim`` in its own place: the init stays its
 child, the shim records the exit status in ``exit.json``, and a running container costs
 one small C process. ``start`` may then come from any process: it opens the FIFO.
+With ``log`` (:class:`~gantry.runtime.shim.LogOptions`) the container's stdout and stderr
+are pipes the shim drains into a CRI-format log file (``docs/logs.md``).
 
 Every failure of ``create`` leaves nothing: no state directory, no cgroup, no process.
 """
@@ -35,7 +37,7 @@ from gantry.runtime import state as st
 from gantry.runtime.cgroups import Cgroup, CgroupError, open_cgroup
 from gantry.runtime.cgroups.path import DEFAULT_PARENT, cgroup_path_for
 from gantry.runtime.process import ContainerInitError, create_init, open_start_fifo
-from gantry.runtime.shim import shim_path
+from gantry.runtime.shim import LogOptions, shim_path
 from gantry.runtime.spec import Spec
 
 __all__ = [
@@ -149,8 +151,12 @@ def create(
     spec: Spec,
     stdio: Sequence[int] = (0, 1, 2),
     timeout: float = CREATE_TIMEOUT,
+    log: LogOptions | None = None,
 ) -> st.ContainerState:
     """Create the container and its supervisor; return what was recorded.
+
+    With ``log``, ``stdio[0]`` is the container's stdin and its stdout and stderr go to
+    the log file the shim writes (``stdio[1]`` and ``stdio[2]`` are not used).
 
     Raises :class:`StateError` (bad id, the container exists), :class:`ContainerInitError`
     (the init failed at a named step) or :class:`RuntimeError_`; nothing is left then.
@@ -176,7 +182,7 @@ def create(
         # Whoever the container's root is mapped to must be able to write it.
         os.chmod(fifo, 0o622)
         report = _spawn_supervisor(
-            directory, container_id, bundle, spec, cgroup_path, shim, stdio, timeout
+            directory, container_id, bundle, spec, cgroup_path, shim, stdio, timeout, log
         )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -193,6 +199,7 @@ def _spawn_supervisor(
     shim: Path,
     stdio: Sequence[int],
     timeout: float,
+    log: LogOptions | None = None,
 ) -> st.ContainerState:
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     middle = os.fork()
@@ -203,7 +210,7 @@ def _spawn_supervisor(
             os.setsid()
             if os.fork() == 0:
                 _supervise(
-                    directory, container_id, bundle, spec, cgroup_path, shim, stdio, write_end
+                    directory, container_id, bundle, spec, cgroup_path, shim, stdio, write_end, log
                 )
             code = 0
         finally:
@@ -255,6 +262,7 @@ def _supervise(
     shim: Path,
     stdio: Sequence[int],
     report_fd: int,
+    log_options: LogOptions | None = None,
 ) -> None:
     """The supervisor (never returns): set the container up, report, become the shim."""
     cgroup: Cgroup | None = None
@@ -263,6 +271,7 @@ def _supervise(
         # The container's stdio are the caller's: copies above 2 (close-on-exec), so the
         # shim's own stdio can be let go of before it runs for the container's lifetime.
         container_stdio = [os.dup(fd) for fd in stdio]
+        log_fds = _log_pipes(log_options, container_stdio) if log_options else None
         cgroup = open_cgroup(cgroup_path)
         _create_cgroup(cgroup)
         procs_files = sorted({path / "cgroup.procs" for path in cgroup.paths().values()})
@@ -295,7 +304,7 @@ def _supervise(
         # nothing, it is still supervised and can be started or deleted.
         with contextlib.suppress(OSError):
             _send(report_fd, {"type": "created", "pid": handle.pid})
-        _become_shim(shim, handle.pid, directory)
+        _become_shim(shim, handle.pid, directory, log_options, log_fds)
     except ContainerInitError as exc:
         _fail(report_fd, cgroup, {"type": "init-error", "step": exc.step, "message": exc.message})
     except BaseException as exc:  # every failure goes back to the caller as one line
@@ -335,9 +344,43 @@ def _fail(report_fd: int, cgroup: Cgroup | None, message: dict[str, Any]) -> Non
         _send(report_fd, message)
 
 
-def _become_shim(shim: Path, init_pid: int, directory: Path) -> None:
+def _log_pipes(options: LogOptions, container_stdio: list[int]) -> tuple[int, int, int]:
+    """Make the container's stdout and stderr (in ``container_stdio``) pipes; return the
+    read ends and the log file, opened here so a bad path fails the create."""
+    try:
+        log_fd = os.open(
+            options.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
+        )
+    except OSError as exc:
+        raise RuntimeError_(f"log_path {options.path}: {exc.strerror or exc}") from None
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    os.close(container_stdio[1])
+    os.close(container_stdio[2])
+    container_stdio[1:] = [out_w, err_w]
+    return out_r, err_r, log_fd
+
+
+def _become_shim(
+    shim: Path,
+    init_pid: int,
+    directory: Path,
+    log_options: LogOptions | None = None,
+    log_fds: tuple[int, int, int] | None = None,
+) -> None:
     # The shim keeps nothing of the caller's: /dev/null in, its own log for stderr. The
     # report pipe, the pidfd and the sync socket are close-on-exec.
+    args = ["gantry-shim", str(init_pid), str(directory / st.EXIT_FILE)]
+    if log_options is not None and log_fds is not None:
+        # The shim reads the pipes as fds 3 and 4 and appends to the log as fd 5: moved
+        # above every number in play first, so no dup2 clobbers a source.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in log_fds]
+        for fd in log_fds:
+            os.close(fd)
+        for target, fd in enumerate(high, start=3):
+            os.dup2(fd, target, inheritable=True)
+            os.close(fd)
+        args += log_options.shim_args()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     log_fd = os.open(
         directory / st.SHIM_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
@@ -347,7 +390,7 @@ def _become_shim(shim: Path, init_pid: int, directory: Path) -> None:
     os.dup2(log_fd, 2)
     os.close(null)
     os.close(log_fd)
-    os.execv(shim, ["gantry-shim", str(init_pid), str(directory / st.EXIT_FILE)])
+    os.execv(shim, args)
 
 
 # --- start, signal, pause ---------------------------------------------------------------------
