@@ -183,12 +183,18 @@ class Launcher:
         """Create, start, wait for and delete a container; its exit status (128 + the
         signal when killed). With ``timeout``, a container still running then is killed."""
         root = Path(root)
-        self.create(root, container_id, bundle, config=config, stdio=stdio, log=log)
+        recorded = self.create(root, container_id, bundle, config=config, stdio=stdio, log=log)
+        directory = st.container_dir(root, container_id)
+        record = None
         try:
-            sv.start(sv.find(root, container_id))
-            record = sv.wait_exit(sv.find(root, container_id), timeout)
+            # Just created by us: no need to ask the kernel for its status first.
+            sv.start(sv.Container(directory, recorded, "created"))
+            record = sv.wait_exit(sv.Container(directory, recorded, "running"), timeout)
         finally:
-            sv.delete(sv.find(root, container_id), force=True)
+            if record is not None:  # it exited: nothing left to kill
+                sv.delete(sv.Container(directory, recorded, "stopped"))
+            else:
+                sv.delete(sv.find(root, container_id), force=True)
         if record is None:
             raise sv.RuntimeError_(f"container {container_id!r}: no exit status recorded")
         return record.exit_code
@@ -294,6 +300,45 @@ def _warm_up() -> int:
     return cached_programs()
 
 
+class _SpecLoader:
+    """``load_spec`` with the ``linux.seccomp`` section decoded once per distinct section.
+
+    The default profile is most of a config.json (some 300 rules) and most of its
+    decoding time, and it is the same for every container with the same capabilities: a
+    section seen before (the same JSON text) is taken from here, validated then, and the
+    rest of the spec is decoded as usual. Bounded; the oldest entry goes first.
+    """
+
+    LIMIT: Final = 32
+
+    def __init__(self) -> None:
+        self._sections: dict[str, Any] = {}
+
+    def load(self, source: Mapping[str, Any] | Path, log: logging.LoggerAdapter[Any]) -> Any:
+        import dataclasses
+
+        from gantry.runtime.spec import load_spec
+
+        data = source if isinstance(source, Mapping) else json.loads(source.read_bytes())
+        linux = data.get("linux") if isinstance(data, Mapping) else None
+        section = linux.get("seccomp") if isinstance(linux, Mapping) else None
+        if not isinstance(section, Mapping) or not isinstance(linux, Mapping):
+            return load_spec(data, log=log)
+        key = json.dumps(section)
+        cached = self._sections.get(key)
+        if cached is None:
+            spec = load_spec(data, log=log)
+            if spec.linux is not None and spec.linux.seccomp is not None:
+                if len(self._sections) >= self.LIMIT:
+                    del self._sections[next(iter(self._sections))]
+                self._sections[key] = spec.linux.seccomp
+            return spec
+        rest = {**data, "linux": {k: v for k, v in linux.items() if k != "seccomp"}}
+        spec = load_spec(rest, log=log)
+        assert spec.linux is not None
+        return dataclasses.replace(spec, linux=dataclasses.replace(spec.linux, seccomp=cached))
+
+
 def _reap_children() -> None:
     while True:
         try:
@@ -318,10 +363,9 @@ def _receive_request(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     return data, list(fds)
 
 
-def _handle(request: Mapping[str, Any], fds: Sequence[int], cached: int) -> dict[str, Any]:
+def _handle(request: Mapping[str, Any], fds: Sequence[int], specs: _SpecLoader) -> dict[str, Any]:
     from gantry.runtime.cgroups import CgroupError
     from gantry.runtime.shim import ShimMissingError
-    from gantry.runtime.spec import load_spec
 
     op = request.get("op")
     if op == "ping":
@@ -346,7 +390,12 @@ def _handle(request: Mapping[str, Any], fds: Sequence[int], cached: int) -> dict
             )
         source = request.get("config")
         logger = logging.LoggerAdapter(_log, {"container": container_id})
-        spec = load_spec(source if isinstance(source, Mapping) else bundle / "config.json", log=logger)
+        try:
+            spec = specs.load(source if isinstance(source, Mapping) else bundle / "config.json", logger)
+        except FileNotFoundError:
+            raise sv.RuntimeError_(f"bundle {bundle}: no config.json") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SpecError([("", f"{bundle / 'config.json'} is not valid JSON: {exc}")]) from None
         timeout = float(request.get("timeout", sv.CREATE_TIMEOUT))
         sv.create(
             root, container_id, bundle=bundle, spec=spec, stdio=fds, timeout=timeout, log=log_options
@@ -380,6 +429,7 @@ def serve(fd: int) -> int:
     sock = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
     cached = _warm_up()
+    specs = _SpecLoader()
     sock.send(json.dumps({"ok": True, "op": "ready", "pid": os.getpid(), "cached": cached}).encode())
     while True:
         ready, _w, _x = select.select([sock], [], [], _REAP_INTERVAL)
@@ -403,7 +453,7 @@ def serve(fd: int) -> int:
                 reply: dict[str, Any] = {"ok": False, "error": "value", "message": str(exc)}
             else:
                 try:
-                    reply = _handle(request, fds, cached)
+                    reply = _handle(request, fds, specs)
                 except Exception as exc:  # a bug answers the request; the launcher goes on
                     _log.exception("launcher: request failed")
                     reply = {"ok": False, "error": "internal", "message": f"{type(exc).__name__}: {exc}"}

@@ -338,6 +338,7 @@ def _first_child(
     stdio: Sequence[int],
     extra_fds: Sequence[int],
     fifo_fd: int = -1,
+    cgroup_tasks: Sequence[Path] = (),
 ) -> NoReturn:
     """runc's stage 1: namespaces, then the fork that makes the init PID 1. Never returns."""
     try:
@@ -347,6 +348,14 @@ def _first_child(
             prctl.set_dumpable(False)
             _reset_signals()
             _lay_out_fds(channel, stdio, extra_fds, fifo_fd)
+        with step("cgroup"):
+            # Still the host's root, before any namespace: a thread moving itself ("0" to
+            # a v1 ``tasks`` file) skips the global threadgroup lock that a pid written to
+            # cgroup.procs takes for writing, an RCU grace period (~10 ms) per create
+            # (Linux 6.1, "cgroup: Optimize single thread migration"). Single-threaded
+            # here, so the thread is the whole process.
+            for path in cgroup_tasks:
+                _write_proc(os.fspath(path), "0")
         with step("join-namespaces"):
             opened = _open_namespaces(config.join)
         if config.new_user_ns:
@@ -616,11 +625,14 @@ def create_init(
     start_fifo: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     log: Log | None = None,
+    cgroup_tasks: Sequence[Path] = (),
 ) -> InitHandle:
     """Create the container's init from ``spec``, set up and waiting for :meth:`start`.
 
     ``stdio`` become the container's fds 0-2 and ``extra_fds`` its fds 3 and up.
-    ``cgroup_procs`` are the ``cgroup.procs`` files of the container's cgroups. With
+    ``cgroup_procs`` are the ``cgroup.procs`` files of the container's cgroups, written
+    by the caller; ``cgroup_tasks`` are cgroup v1 ``tasks`` files the first child moves
+    itself into (cheaper, see :func:`_first_child`). With
     ``start_fifo`` (an existing FIFO, runc's ``exec.fifo``) the created init waits for
     whoever opens that FIFO for reading (:func:`open_start_fifo`, from any process)
     instead of :meth:`InitHandle.start`'s message, so the caller may go away. The caller
@@ -665,7 +677,9 @@ def create_init(
     if pid == 0:  # the first child: never returns
         try:
             parent_sock.close()
-            _first_child(config, SyncChannel(child_sock), stdio, extra_fds, fifo_fd)
+            _first_child(
+                config, SyncChannel(child_sock), stdio, extra_fds, fifo_fd, cgroup_tasks
+            )
         finally:
             os._exit(1)
     child_sock.close()
