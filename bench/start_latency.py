@@ -36,7 +36,9 @@ RUNTIME = Path(sys.executable).parent / "gantry-runtime"
 BUSYBOX = Path("/bin/busybox")
 
 
-def make_bundle(bundle: Path, *, seccomp: bool = True, args: tuple[str, ...] = ("/bin/true",)) -> None:
+def make_bundle(
+    bundle: Path, *, seccomp: bool = True, args: tuple[str, ...] = ("/bin/true",)
+) -> None:
     from gantry.runtime.defaults import DEFAULT_CAPABILITIES, default_config
     from gantry.runtime.seccomp_default import default_seccomp_config
 
@@ -109,7 +111,7 @@ def main() -> int:
                 [str(RUNTIME), "--root", str(work / "cli"), "run", "--bundle", str(bundle), cid]
             )
             # One warm-up run each (page cache, the launcher's first fork), not counted.
-            for name, make in modes.items():
+            for make in modes.values():
                 timed(make("warmup"))
             times: dict[str, list[float]] = {name: [] for name in modes}
             for index in range(args.runs):

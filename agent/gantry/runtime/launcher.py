@@ -39,13 +39,16 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from gantry.runtime import state as st
 from gantry.runtime import supervisor as sv
 from gantry.runtime.process import ContainerInitError
 from gantry.runtime.shim import LogOptions
 from gantry.runtime.spec import SpecError
+
+if TYPE_CHECKING:
+    from gantry.runtime.cgroups.layout import Layout
 
 __all__ = ["Launcher", "LauncherError", "serve"]
 
@@ -282,22 +285,29 @@ def _error_from(reply: Mapping[str, Any]) -> Exception:
 # --- the launcher process -------------------------------------------------------------------
 
 
-def _warm_up() -> int:
-    """Import and compile ahead what every create needs; the number of cached programs."""
+def _warm_up() -> Layout | None:
+    """Import and compile ahead what every create needs; the host's cgroup layout."""
     # Imported here, not at the top: the client side (the agent) needs none of them.
     from gantry.linux import prctl
     from gantry.runtime import init, process, rootfs  # noqa: F401  (the forks run them)
+    from gantry.runtime.cgroups import CgroupError
+    from gantry.runtime.cgroups.layout import detect
     from gantry.runtime.defaults import DEFAULT_CAPABILITIES
-    from gantry.runtime.seccomp import cached_programs, compile_seccomp
+    from gantry.runtime.seccomp import compile_seccomp
     from gantry.runtime.seccomp_default import default_seccomp
 
     prctl.set_child_subreaper(True)
     compile_seccomp(default_seccomp(DEFAULT_CAPABILITIES))
     # platform.machine() and the host's capability facts are cached by the first create.
     process.HostFacts.probe()
+    # The host's cgroup mounts, read once: every supervisor would read the mount table
+    # and /proc/self/cgroup (which waits on the kernel's cgroup mutex) again.
+    layout = None
+    with contextlib.suppress(CgroupError, OSError):
+        layout = detect()
     gc.collect()
     gc.freeze()  # the warm heap stays shared with every fork (no GC writes into it)
-    return cached_programs()
+    return layout
 
 
 class _SpecLoader:
@@ -363,7 +373,12 @@ def _receive_request(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     return data, list(fds)
 
 
-def _handle(request: Mapping[str, Any], fds: Sequence[int], specs: _SpecLoader) -> dict[str, Any]:
+def _handle(
+    request: Mapping[str, Any],
+    fds: Sequence[int],
+    specs: _SpecLoader,
+    layout: Layout | None,
+) -> dict[str, Any]:
     from gantry.runtime.cgroups import CgroupError
     from gantry.runtime.shim import ShimMissingError
 
@@ -391,14 +406,23 @@ def _handle(request: Mapping[str, Any], fds: Sequence[int], specs: _SpecLoader) 
         source = request.get("config")
         logger = logging.LoggerAdapter(_log, {"container": container_id})
         try:
-            spec = specs.load(source if isinstance(source, Mapping) else bundle / "config.json", logger)
+            spec = specs.load(
+                source if isinstance(source, Mapping) else bundle / "config.json", logger
+            )
         except FileNotFoundError:
             raise sv.RuntimeError_(f"bundle {bundle}: no config.json") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SpecError([("", f"{bundle / 'config.json'} is not valid JSON: {exc}")]) from None
         timeout = float(request.get("timeout", sv.CREATE_TIMEOUT))
         sv.create(
-            root, container_id, bundle=bundle, spec=spec, stdio=fds, timeout=timeout, log=log_options
+            root,
+            container_id,
+            bundle=bundle,
+            spec=spec,
+            stdio=fds,
+            timeout=timeout,
+            log=log_options,
+            cgroup_layout=layout,
         )
     except st.StateError as exc:
         return {"ok": False, "error": "state", "message": str(exc)}
@@ -426,15 +450,18 @@ def _handle(request: Mapping[str, Any], fds: Sequence[int], specs: _SpecLoader) 
 
 def serve(fd: int) -> int:
     """The launcher's main loop on the socket ``fd``; returns when the socket closes."""
+    from gantry.runtime.seccomp import cached_programs
+
     sock = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
-    cached = _warm_up()
+    layout = _warm_up()
     specs = _SpecLoader()
-    sock.send(json.dumps({"ok": True, "op": "ready", "pid": os.getpid(), "cached": cached}).encode())
+    hello = {"ok": True, "op": "ready", "pid": os.getpid(), "cached": cached_programs()}
+    sock.send(json.dumps(hello).encode())
     while True:
-        ready, _w, _x = select.select([sock], [], [], _REAP_INTERVAL)
+        readable, _w, _x = select.select([sock], [], [], _REAP_INTERVAL)
         _reap_children()
-        if not ready:
+        if not readable:
             continue
         try:
             received = _receive_request(sock)
@@ -445,28 +472,33 @@ def serve(fd: int) -> int:
         data, fds = received
         started = time.monotonic()
         try:
-            try:
-                request = json.loads(data)
-                if not isinstance(request, dict):
-                    raise ValueError("a request is a JSON object")
-            except ValueError as exc:
-                reply: dict[str, Any] = {"ok": False, "error": "value", "message": str(exc)}
-            else:
-                try:
-                    reply = _handle(request, fds, specs)
-                except Exception as exc:  # a bug answers the request; the launcher goes on
-                    _log.exception("launcher: request failed")
-                    reply = {"ok": False, "error": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            reply = _answer(data, fds, specs, layout)
         finally:
             for received_fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(received_fd)
-        _log.debug("launcher: %s in %.1f ms", request.get("op") if isinstance(request, dict) else "?", (time.monotonic() - started) * 1000)
+        _log.debug("launcher: request answered in %.1f ms", (time.monotonic() - started) * 1000)
         try:
             sock.send(json.dumps(reply).encode())
         except OSError:
             return 0
         _reap_children()
+
+
+def _answer(
+    data: bytes, fds: Sequence[int], specs: _SpecLoader, layout: Layout | None
+) -> dict[str, Any]:
+    try:
+        request = json.loads(data)
+    except ValueError as exc:
+        return {"ok": False, "error": "value", "message": f"request: not JSON: {exc}"}
+    if not isinstance(request, dict):
+        return {"ok": False, "error": "value", "message": "request: not a JSON object"}
+    try:
+        return _handle(request, fds, specs, layout)
+    except Exception as exc:  # a bug answers the request; the launcher goes on
+        _log.exception("launcher: request failed")
+        return {"ok": False, "error": "internal", "message": f"{type(exc).__name__}: {exc}"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from typing import Any, Final
 from gantry.linux import proc
 from gantry.runtime import state as st
 from gantry.runtime.cgroups import Cgroup, CgroupError, open_cgroup
+from gantry.runtime.cgroups.layout import Layout
 from gantry.runtime.cgroups.path import DEFAULT_PARENT, cgroup_path_for
 from gantry.runtime.process import ContainerInitError, create_init, open_start_fifo
 from gantry.runtime.shim import LogOptions, shim_path
@@ -152,8 +153,12 @@ def create(
     stdio: Sequence[int] = (0, 1, 2),
     timeout: float = CREATE_TIMEOUT,
     log: LogOptions | None = None,
+    cgroup_layout: Layout | None = None,
 ) -> st.ContainerState:
     """Create the container and its supervisor; return what was recorded.
+
+    ``cgroup_layout`` is the host's cgroup mounts when the caller knows them already (the
+    launcher reads them once); by default the supervisor reads them.
 
     With ``log``, ``stdio[0]`` is the container's stdin and its stdout and stderr go to
     the log file the shim writes (``stdio[1]`` and ``stdio[2]`` are not used).
@@ -182,7 +187,16 @@ def create(
         # Whoever the container's root is mapped to must be able to write it.
         os.chmod(fifo, 0o622)
         report = _spawn_supervisor(
-            directory, container_id, bundle, spec, cgroup_path, shim, stdio, timeout, log
+            directory,
+            container_id,
+            bundle,
+            spec,
+            cgroup_path,
+            shim,
+            stdio,
+            timeout,
+            log,
+            cgroup_layout,
         )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -200,6 +214,7 @@ def _spawn_supervisor(
     stdio: Sequence[int],
     timeout: float,
     log: LogOptions | None = None,
+    cgroup_layout: Layout | None = None,
 ) -> st.ContainerState:
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     middle = os.fork()
@@ -210,7 +225,16 @@ def _spawn_supervisor(
             os.setsid()
             if os.fork() == 0:
                 _supervise(
-                    directory, container_id, bundle, spec, cgroup_path, shim, stdio, write_end, log
+                    directory,
+                    container_id,
+                    bundle,
+                    spec,
+                    cgroup_path,
+                    shim,
+                    stdio,
+                    write_end,
+                    log,
+                    cgroup_layout,
                 )
             _prime_cgroup_migration()
             code = 0
@@ -296,6 +320,7 @@ def _supervise(
     stdio: Sequence[int],
     report_fd: int,
     log_options: LogOptions | None = None,
+    cgroup_layout: Layout | None = None,
 ) -> None:
     """The supervisor (never returns): set the container up, report, become the shim."""
     cgroup: Cgroup | None = None
@@ -305,7 +330,7 @@ def _supervise(
         # shim's own stdio can be let go of before it runs for the container's lifetime.
         container_stdio = [os.dup(fd) for fd in stdio]
         log_fds = _log_pipes(log_options, container_stdio) if log_options else None
-        cgroup = open_cgroup(cgroup_path)
+        cgroup = open_cgroup(cgroup_path, cgroup_layout)
         _create_cgroup(cgroup)
         # v1 hierarchies: the first child moves itself in through ``tasks`` (no RCU
         # grace period, see process._first_child); v2: its pid goes to cgroup.procs.
@@ -388,9 +413,7 @@ def _log_pipes(options: LogOptions, container_stdio: list[int]) -> tuple[int, in
     """Make the container's stdout and stderr (in ``container_stdio``) pipes; return the
     read ends and the log file, opened here so a bad path fails the create."""
     try:
-        log_fd = os.open(
-            options.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
-        )
+        log_fd = os.open(options.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     except OSError as exc:
         raise RuntimeError_(f"log_path {options.path}: {exc.strerror or exc}") from None
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
