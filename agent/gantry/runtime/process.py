@@ -677,9 +677,7 @@ def create_init(
     if pid == 0:  # the first child: never returns
         try:
             parent_sock.close()
-            _first_child(
-                config, SyncChannel(child_sock), stdio, extra_fds, fifo_fd, cgroup_tasks
-            )
+            _first_child(config, SyncChannel(child_sock), stdio, extra_fds, fifo_fd, cgroup_tasks)
         finally:
             os._exit(1)
     child_sock.close()

@@ -30,16 +30,20 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from gantry.linux import proc
 from gantry.runtime import state as st
 from gantry.runtime.cgroups import Cgroup, CgroupError, open_cgroup
 from gantry.runtime.cgroups.layout import Layout
 from gantry.runtime.cgroups.path import DEFAULT_PARENT, cgroup_path_for
-from gantry.runtime.process import ContainerInitError, create_init, open_start_fifo
 from gantry.runtime.shim import LogOptions, shim_path
-from gantry.runtime.spec import Spec
+
+if TYPE_CHECKING:
+    from gantry.runtime.spec import Spec
+
+# gantry.runtime.process (and with it init, rootfs, seccomp) is imported by the verbs that
+# create or start a container, not at import: `state`, `list`, `kill`… do not need it.
 
 __all__ = [
     "Container",
@@ -166,6 +170,8 @@ def create(
     Raises :class:`StateError` (bad id, the container exists), :class:`ContainerInitError`
     (the init failed at a named step) or :class:`RuntimeError_`; nothing is left then.
     """
+    from gantry.runtime import process  # noqa: F401  (loaded before the forks)
+
     directory = st.container_dir(root, container_id)
     if spec.process is None:
         raise RuntimeError_("the spec has no process to run")
@@ -253,6 +259,8 @@ def _spawn_supervisor(
             raise RuntimeError_(f"the supervisor did not record {directory / st.STATE_FILE}")
         return recorded
     if kind == "init-error":
+        from gantry.runtime.process import ContainerInitError
+
         raise ContainerInitError(str(message["step"]), str(message["message"]))
     raise RuntimeError_(str(message.get("message", "the supervisor failed")))
 
@@ -323,6 +331,8 @@ def _supervise(
     cgroup_layout: Layout | None = None,
 ) -> None:
     """The supervisor (never returns): set the container up, report, become the shim."""
+    from gantry.runtime.process import ContainerInitError, create_init
+
     cgroup: Cgroup | None = None
     log = logging.LoggerAdapter(_log, {"container": container_id})
     try:
@@ -479,6 +489,8 @@ def start(container: Container, timeout: float = CREATE_TIMEOUT) -> None:
         raise RuntimeError_(
             f"container {container.id!r} is {container.status}, not created: cannot start it"
         )
+    from gantry.runtime.process import ContainerInitError, open_start_fifo
+
     pidfd = _pidfd_of(container.state.pid, container.state.start_time)
     if pidfd is None:
         raise RuntimeError_(f"container {container.id!r} stopped before it was started")
