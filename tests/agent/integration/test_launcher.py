@@ -156,7 +156,7 @@ def test_errors_are_the_supervisors(
     def bad_field(config: dict[str, Any]) -> None:
         config["process"]["cwd"] = "relative"
 
-    with pytest.raises(SpecError, match="process.cwd"):
+    with pytest.raises(SpecError, match=r"process\.cwd"):
         launcher.create(root, _id(), bundle(["/bin/true"], bad_field, name="bad"))
     with pytest.raises(ContainerInitError) as failed:
         launcher.create(
@@ -167,7 +167,7 @@ def test_errors_are_the_supervisors(
     assert failed.value.step == "rootfs"
     with pytest.raises(sv.RuntimeError_, match="log_path"):
         launcher.create(root, _id(), good, log=LogOptions(tmp_path / "no" / "such" / "dir" / "log"))
-    with pytest.raises(sv.RuntimeError_, match="no config.json"):
+    with pytest.raises(sv.RuntimeError_, match=r"no config\.json"):
         launcher.create(root, _id(), tmp_path)
     cid = _id()
     launcher.create(root, cid, good)

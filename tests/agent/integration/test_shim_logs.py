@@ -4,6 +4,7 @@ far more than a pipe holds while nobody reads."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -226,10 +227,8 @@ def test_the_exit_status_is_recorded_with_a_log(
 
 def _reap_if_ours(pid: int) -> None:
     # sv.create double-forks: the shim goes to the nearest subreaper, maybe this process.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def test_the_shim_refuses_a_log_without_its_fds(tmp_path: Path) -> None:
