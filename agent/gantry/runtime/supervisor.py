@@ -242,7 +242,6 @@ def _spawn_supervisor(
                     log,
                     cgroup_layout,
                 )
-            _prime_cgroup_migration()
             code = 0
         finally:
             os._exit(code)
@@ -263,38 +262,6 @@ def _spawn_supervisor(
 
         raise ContainerInitError(str(message["step"]), str(message["message"]))
     raise RuntimeError_(str(message.get("message", "the supervisor failed")))
-
-
-def _prime_cgroup_migration() -> None:
-    """Start the kernel's wait for the cgroup migration lock, in the middle process, while
-    the supervisor prepares the container.
-
-    Writing a pid to a cgroup v2 ``cgroup.procs`` takes the global threadgroup lock for
-    writing, which first waits out an RCU grace period (about 10 ms here) unless a writer
-    held it within the last one. The middle process writes its own pid to its own cgroup
-    (a migration to where it is: nothing moves, errors do not matter, the lock is taken
-    before anything is checked); by the time the supervisor writes the container's init
-    to its v2 cgroup the grace period has passed and that write does not wait. (v1
-    hierarchies are joined through ``tasks``, which skips the lock.)
-    """
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        mount = None
-        with open("/proc/self/mountinfo", encoding="utf-8") as table:
-            for line in table:
-                before, _sep, after = line.partition(" - ")
-                if after.startswith("cgroup2 "):
-                    mount = before.split()[4]
-                    break
-        if mount is None:
-            return
-        with open("/proc/self/cgroup", encoding="utf-8") as own:
-            relative = next(line for line in own if line.startswith("0::"))[3:].strip()
-        path = posixpath.join(mount, relative.lstrip("/"), "cgroup.procs")
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"%d" % os.getpid())
-        finally:
-            os.close(fd)
 
 
 def _read_report(fd: int, timeout: float) -> dict[str, Any]:
@@ -342,19 +309,19 @@ def _supervise(
         log_fds = _log_pipes(log_options, container_stdio) if log_options else None
         cgroup = open_cgroup(cgroup_path, cgroup_layout)
         _create_cgroup(cgroup)
-        # v1 hierarchies: the first child moves itself in through ``tasks`` (no RCU
-        # grace period, see process._first_child); v2: its pid goes to cgroup.procs.
+        # No pid written to a cgroup.procs (an RCU grace period each): the first child
+        # is forked into the v2 cgroup and moves itself into the v1 ones through
+        # ``tasks`` (see process._first_child and gantry.linux.clone).
         directories = sorted(set(cgroup.paths().values()))
         tasks_files = [path / "tasks" for path in directories if (path / "tasks").exists()]
-        procs_files = [
-            path / "cgroup.procs" for path in directories if not (path / "tasks").exists()
-        ]
+        v2 = [path for path in directories if not (path / "tasks").exists()]
         handle = create_init(
             spec,
             bundle=bundle,
             stdio=container_stdio,
-            cgroup_procs=procs_files,
+            cgroup_procs=[path / "cgroup.procs" for path in v2[1:]],
             cgroup_tasks=tasks_files,
+            cgroup_v2=v2[0] if v2 else None,
             start_fifo=directory / st.FIFO_FILE,
             log=log,
         )
