@@ -244,7 +244,10 @@ class Launcher:
     def _receive(self, timeout: float) -> dict[str, Any]:
         ready, _w, _x = select.select([self._sock], [], [], timeout)
         if not ready:
-            raise LauncherError(f"no answer from the launcher in {timeout:g}s")
+            # A late answer would be taken for the next request's: this connection is
+            # done (the launcher exits when it finds it closed); start a new launcher.
+            self._sock.close()
+            raise LauncherError(f"no answer from the launcher in {timeout:g}s; it is closed now")
         try:
             data = self._sock.recv(MAX_MESSAGE)
         except OSError as exc:

@@ -54,7 +54,7 @@ def root(tmp_path: Path) -> Iterator[Path]:
     """A --root of the test's own; whatever a failed test left there is force-deleted."""
     path = tmp_path / "root"
     yield path
-    leftovers = [c for c in sv.list_containers(path)]
+    leftovers = sv.list_containers(path)
     for container in leftovers:
         sv.delete(container, force=True)
     assert [c.id for c in leftovers] == [], "the test left containers behind"

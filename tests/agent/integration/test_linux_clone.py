@@ -50,7 +50,7 @@ def test_the_child_starts_in_the_cgroup_and_forks_as_usual(cgroup: Path) -> None
         if pid == 0:
             try:
                 os.close(read_end)
-                own = [line for line in Path("/proc/self/cgroup").read_text().splitlines()]
+                own = Path("/proc/self/cgroup").read_text().splitlines()
                 grandchild = os.fork()  # glibc's fork works in the child
                 if grandchild == 0:
                     os._exit(5)
