@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,7 +12,12 @@ from pathlib import Path
 
 import linux_support as support
 import pytest
+import rootfs_support as rs
 from gantry.linux.clone import fork_into_cgroup
+from gantry.runtime import process
+from gantry.runtime import supervisor as sv
+from gantry.runtime.defaults import default_config
+from gantry.runtime.spec import load_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -85,3 +92,33 @@ def test_a_bad_fd_forks_nothing(tmp_path: Path) -> None:
             fork_into_cgroup(directory)
     finally:
         os.close(directory)
+
+
+def test_without_clone3_the_container_still_joins_its_v2_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A kernel older than 5.7 has no CLONE_INTO_CGROUP (this one has: the refusal is faked,
+    # the rest is real): the first child is forked and its pid written to cgroup.procs.
+    if _v2_mount() is None or not rs.BUSYBOX.exists():
+        pytest.skip("needs a cgroup2 mount and a static busybox")
+
+    def no_clone3(_fd: int) -> int:
+        raise OSError(errno.ENOSYS, "clone3: Function not implemented")
+
+    monkeypatch.setattr(process, "fork_into_cgroup", no_clone3)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    rootfs = rs.make_bundle(bundle)
+    (rootfs / "bin" / "sleep").symlink_to("busybox")
+    (bundle / "config.json").write_text(json.dumps(default_config(["/bin/sleep", "60"], "rootfs")))
+    root = tmp_path / "root"
+    cid = f"noclone3-{uuid.uuid4().hex[:12]}"
+    recorded = sv.create(root, cid, bundle=bundle, spec=load_spec(bundle / "config.json"))
+    try:
+        lines = Path(f"/proc/{recorded.pid}/cgroup").read_text().splitlines()
+        v2 = next(line for line in lines if line.startswith("0::"))
+        assert v2.endswith(f"/{cid}")
+    finally:
+        sv.delete(sv.find(root, cid), force=True)
+        with contextlib.suppress(ChildProcessError):  # the shim, if it came to us
+            os.waitpid(recorded.shim_pid, 0)
