@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -60,6 +61,7 @@ START_TIMEOUT: Final = 30.0
 REPLY_MARGIN: Final = 10.0
 """How much longer than the create's own timeout the client waits for the reply."""
 _REAP_INTERVAL: Final = 1.0
+_SO_SNDBUFFORCE: Final = 32  # asm-generic/socket.h; not in Python's socket module
 
 
 class LauncherError(RuntimeError):
@@ -92,7 +94,12 @@ class Launcher:
         go to ``stderr`` (default: this process's)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for end in (ours, theirs):
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+            # A SOCK_SEQPACKET message must fit the send buffer whole; past the host's
+            # wmem_max only SO_SNDBUFFORCE (CAP_NET_ADMIN) makes it that large.
+            try:
+                end.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, MAX_MESSAGE)
+            except OSError:
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
         try:
             process = subprocess.Popen(
                 [python or sys.executable, "-m", "gantry.runtime.launcher", str(theirs.fileno())],
@@ -235,6 +242,11 @@ class Launcher:
                     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
                 self._sock.sendmsg([data], ancillary)
             except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    raise LauncherError(
+                        f"request of {len(data)} bytes: larger than the socket takes "
+                        "(pass the config in the bundle instead)"
+                    ) from None
                 raise LauncherError(f"the launcher is gone: {exc.strerror or exc}") from None
             reply = self._receive(timeout)
         if reply.get("ok"):
