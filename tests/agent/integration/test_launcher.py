@@ -209,3 +209,13 @@ def test_a_closed_launcher_says_so(root: Path, bundle: Callable[..., Path]) -> N
     own.close()
     with pytest.raises(LauncherError, match="closed"):
         own.create(root, _id(), bundle(["/bin/true"]))
+
+
+def test_an_inline_config_wins_over_the_bundles(
+    launcher: Launcher, root: Path, bundle: Callable[..., Path]
+) -> None:
+    directory = bundle(["/bin/true"])
+    config = json.loads((directory / "config.json").read_text())
+    config["process"]["args"] = ["/bin/sh", "-c", "exit 4"]
+    config["annotations"] = {f"note{i}": "x" * 100 for i in range(2000)}  # a big message
+    assert launcher.run(root, _id(), directory, config=config) == 4
