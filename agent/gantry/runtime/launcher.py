@@ -305,7 +305,7 @@ def _warm_up() -> Layout | None:
     # Imported here, not at the top: the client side (the agent) needs none of them.
     from gantry.linux import prctl
     from gantry.runtime import init, process, rootfs  # noqa: F401  (the forks run them)
-    from gantry.runtime.cgroups import CgroupError
+    from gantry.runtime.cgroups import CgroupError, v1, v2  # noqa: F401  (open_cgroup imports them late)
     from gantry.runtime.cgroups.layout import detect
     from gantry.runtime.defaults import DEFAULT_CAPABILITIES
     from gantry.runtime.seccomp import compile_seccomp
