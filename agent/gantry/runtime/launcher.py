@@ -11,11 +11,12 @@ creates the container with :func:`gantry.runtime.supervisor.create` — the same
 directory, supervisor, cgroup, ``exec.fifo`` gate and shim as ``gantry-runtime create``
 — and answers with the outcome.
 
-The launcher is a child subreaper: the supervisors it double-forks (and so the shims
-they become) are re-parented to it rather than to the host's init, and it reaps them.
-Containers do not depend on it: when the launcher (or the agent) dies, each shim goes on
-and is re-parented to the next subreaper up, or to init. The launcher exits when its
-socket closes, so it never outlives the agent.
+The launcher is a child subreaper: the supervisors it forks (once, not twice as
+``gantry-runtime create`` does: a double-forked one would be re-parented to it all the
+same), and so the shims they become, are its children, and it reaps them. Containers do
+not depend on it: when the launcher (or the agent) dies, each shim goes on and is
+re-parented to the next subreaper up, or to init. The launcher exits when its socket
+closes, so it never outlives the agent.
 
 Wire format (``docs/runtime.md``): a request ``{"op": "create", "root", "id", "bundle",
 "config"?, "log"?, "timeout"?}`` plus three fds; a reply ``{"ok": true}`` or ``{"ok":
@@ -438,6 +439,7 @@ def _handle(
             timeout=timeout,
             log=log_options,
             cgroup_layout=layout,
+            detach=False,  # a subreaper: the double fork would bring it back here anyway
         )
     except st.StateError as exc:
         return {"ok": False, "error": "state", "message": str(exc)}

@@ -158,11 +158,15 @@ def create(
     timeout: float = CREATE_TIMEOUT,
     log: LogOptions | None = None,
     cgroup_layout: Layout | None = None,
+    detach: bool = True,
 ) -> st.ContainerState:
     """Create the container and its supervisor; return what was recorded.
 
     ``cgroup_layout`` is the host's cgroup mounts when the caller knows them already (the
-    launcher reads them once); by default the supervisor reads them.
+    launcher reads them once); by default the supervisor reads them. With ``detach``
+    false the supervisor (later the shim) is forked once, as the caller's own child, which
+    the caller must reap: for a caller that is a child subreaper anyway (the launcher),
+    where the double fork would land it there all the same.
 
     With ``log``, ``stdio[0]`` is the container's stdin and its stdout and stderr go to
     the log file the shim writes (``stdio[1]`` and ``stdio[2]`` are not used).
@@ -203,6 +207,7 @@ def create(
             timeout,
             log,
             cgroup_layout,
+            detach,
         )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -221,6 +226,7 @@ def _spawn_supervisor(
     timeout: float,
     log: LogOptions | None = None,
     cgroup_layout: Layout | None = None,
+    detach: bool = True,
 ) -> st.ContainerState:
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     middle = os.fork()
@@ -229,7 +235,7 @@ def _spawn_supervisor(
         try:
             os.close(read_end)
             os.setsid()
-            if os.fork() == 0:
+            if not detach or os.fork() == 0:  # not detached: this is the supervisor
                 _supervise(
                     directory,
                     container_id,
@@ -247,7 +253,8 @@ def _spawn_supervisor(
             os._exit(code)
     os.close(write_end)
     try:
-        os.waitpid(middle, 0)
+        if detach:
+            os.waitpid(middle, 0)
         message = _read_report(read_end, timeout)
     finally:
         os.close(read_end)
