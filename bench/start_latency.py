@@ -129,6 +129,9 @@ def main() -> int:
         f"start_latency: {args.runs} sequential runs each of /bin/true in a busybox bundle "
         f"({profile}; create+start+wait+delete)"
     )
+    print(
+        "  (fast path: warm launcher + this client; gantry-runtime: bytecode cached, as installed)"
+    )
     anchor = statistics.median(times["runc run"]) if runc else None
     for name, samples in times.items():
         median = statistics.median(samples)
