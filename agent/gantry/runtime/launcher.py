@@ -321,6 +321,10 @@ def _warm_up() -> Layout | None:
     layout = None
     with contextlib.suppress(CgroupError, OSError):
         layout = detect()
+    # No automatic collections: one in the middle of a create (in the launcher or in a
+    # fork of it) would walk, and so copy, pages the forks share. The launcher collects
+    # between requests instead, and freezes what survives.
+    gc.disable()
     gc.collect()
     gc.freeze()  # the warm heap stays shared with every fork (no GC writes into it)
     return layout
@@ -500,6 +504,8 @@ def serve(fd: int) -> int:
         except OSError:
             return 0
         _reap_children()
+        gc.collect()
+        gc.freeze()
 
 
 def _answer(
