@@ -108,6 +108,9 @@ class Launcher:
                 stdin=subprocess.DEVNULL,
                 stderr=stderr,
                 close_fds=True,
+                # A ^C or hang-up aimed at the agent's terminal is not for the launcher: it
+                # ends when the agent closes its socket, or dies.
+                start_new_session=True,
             )
         except OSError as exc:
             ours.close()

@@ -219,3 +219,15 @@ def test_an_inline_config_wins_over_the_bundles(
     config["process"]["args"] = ["/bin/sh", "-c", "exit 4"]
     config["annotations"] = {f"note{i}": "x" * 100 for i in range(2000)}  # a big message
     assert launcher.run(root, _id(), directory, config=config) == 4
+
+
+def test_a_garbled_request_is_answered_and_the_launcher_goes_on(
+    launcher: Launcher, root: Path, bundle: Callable[..., Path]
+) -> None:
+    # What a buggy client could send: not JSON, not an object, an unknown op, no fds.
+    for raw in (b"{not json", b"[1, 2]", b'{"op": "explode"}', b'{"op": "create", "id": "x"}'):
+        launcher._sock.send(raw)  # the wire itself, as a broken client would use it
+        reply = launcher._receive(TIMEOUT)
+        assert reply["ok"] is False
+        assert reply["error"] == "value", reply
+    assert launcher.run(root, _id(), bundle(["/bin/true"])) == 0
