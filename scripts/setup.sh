@@ -64,7 +64,9 @@ fi
 SHIM=agent/gantry/runtime/shim/gantry-shim
 if [[ ! -x $SHIM || $SHIM.c -nt $SHIM ]]; then
   echo "setup: compiling $SHIM"
-  cc -Os -Wall -Wextra -Werror -o "$SHIM" "$SHIM.c"
+  # Static: no dynamic loader and no relocated libc pages per running shim (PSS).
+  cc -Os -static -Wall -Wextra -Werror -o "$SHIM" "$SHIM.c" ||
+    cc -Os -Wall -Wextra -Werror -o "$SHIM" "$SHIM.c"
 fi
 
 # ansible-test --venv bootstraps pip with a script it downloads from a host outside the

@@ -26,9 +26,11 @@ from gantry.runtime import exec as rexec
 from gantry.runtime import state as st
 from gantry.runtime import supervisor as sv
 from gantry.runtime.cgroups import CgroupError
-from gantry.runtime.process import ContainerInitError
 from gantry.runtime.shim import ShimMissingError
 from gantry.runtime.spec import SpecError, load_spec
+
+# gantry.runtime.process is imported only by the verbs that create or start (start-up
+# time of `state`, `list`, `kill`…); its ContainerInitError is matched through sys.modules below.
 
 PROG = "gantry-runtime"
 VERBS = (
@@ -375,8 +377,6 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     try:
         return handler(args)
-    except ContainerInitError as exc:
-        message = str(exc)
     except (CommandError, st.StateError, sv.RuntimeError_, CgroupError) as exc:
         message = str(exc)
     except ShimMissingError as exc:
@@ -395,9 +395,17 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug still ends in one line, never a traceback
-        message = f"internal error: {type(exc).__name__}: {exc}"
+        message = (
+            str(exc) if _is_init_error(exc) else f"internal error: {type(exc).__name__}: {exc}"
+        )
     print(f"{PROG}: {args.verb}: {message}", file=sys.stderr)
     return 1
+
+
+def _is_init_error(exc: BaseException) -> bool:
+    # Only raised once gantry.runtime.process is loaded, so looked up there, not imported.
+    process = sys.modules.get("gantry.runtime.process")
+    return process is not None and isinstance(exc, process.ContainerInitError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

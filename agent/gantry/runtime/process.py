@@ -54,6 +54,7 @@ from stat import S_ISFIFO
 from typing import Any, Final, NoReturn
 
 from gantry.linux import caps, ns, prctl, proc
+from gantry.linux.clone import fork_into_cgroup
 from gantry.linux.seccomp import SockFilter
 from gantry.runtime import hooks, security, tini
 from gantry.runtime.init import (
@@ -353,6 +354,7 @@ def _first_child(
     stdio: Sequence[int],
     extra_fds: Sequence[int],
     fifo_fd: int = -1,
+    cgroup_tasks: Sequence[Path] = (),
 ) -> NoReturn:
     """runc's stage 1: namespaces, then the fork that makes the init PID 1. Never returns."""
     try:
@@ -362,6 +364,14 @@ def _first_child(
             prctl.set_dumpable(False)
             _reset_signals()
             _lay_out_fds(channel, stdio, extra_fds, fifo_fd)
+        with step("cgroup"):
+            # Still the host's root, before any namespace: a thread moving itself ("0" to
+            # a v1 ``tasks`` file) skips the global threadgroup lock that a pid written to
+            # cgroup.procs takes for writing, an RCU grace period (~10 ms) per create
+            # (Linux 6.1, "cgroup: Optimize single thread migration"). Single-threaded
+            # here, so the thread is the whole process.
+            for path in cgroup_tasks:
+                _write_proc(os.fspath(path), "0")
         with step("join-namespaces"):
             opened = _open_namespaces(config.join)
         if config.new_user_ns:
@@ -667,11 +677,17 @@ def create_init(
     timeout: float = DEFAULT_TIMEOUT,
     log: Log | None = None,
     container_id: str = "",
+    cgroup_tasks: Sequence[Path] = (),
+    cgroup_v2: Path | None = None,
 ) -> InitHandle:
     """Create the container's init from ``spec``, set up and waiting for :meth:`start`.
 
     ``stdio`` become the container's fds 0-2 and ``extra_fds`` its fds 3 and up.
-    ``cgroup_procs`` are the ``cgroup.procs`` files of the container's cgroups. With
+    ``cgroup_procs`` are the ``cgroup.procs`` files of the container's cgroups, written
+    by the caller; ``cgroup_tasks`` are cgroup v1 ``tasks`` files the first child moves
+    itself into (cheaper, see :func:`_first_child`); the first child is forked straight
+    into the cgroup v2 directory ``cgroup_v2`` (``clone3``; where the kernel cannot, its
+    pid is written to ``cgroup.procs`` as for ``cgroup_procs``). With
     ``start_fifo`` (an existing FIFO, runc's ``exec.fifo``) the created init waits for
     whoever opens that FIFO for reading (:func:`open_start_fifo`, from any process)
     instead of :meth:`InitHandle.start`'s message, so the caller may go away. The caller
@@ -711,7 +727,7 @@ def create_init(
             raise ContainerInitError("start-fifo", f"{start_fifo} is not a FIFO")
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid = os.fork()
+        pid, cgroup_procs = _fork_first_child(cgroup_v2, cgroup_procs)
     except OSError as exc:
         parent_sock.close()
         child_sock.close()
@@ -721,7 +737,7 @@ def create_init(
     if pid == 0:  # the first child: never returns
         try:
             parent_sock.close()
-            _first_child(config, SyncChannel(child_sock), stdio, extra_fds, fifo_fd)
+            _first_child(config, SyncChannel(child_sock), stdio, extra_fds, fifo_fd, cgroup_tasks)
         finally:
             os._exit(1)
     child_sock.close()
@@ -735,6 +751,27 @@ def create_init(
         raise
     handle.start_fifo = start_fifo
     return handle
+
+
+def _fork_first_child(
+    cgroup_v2: Path | None, cgroup_procs: Sequence[Path]
+) -> tuple[int, Sequence[Path]]:
+    """Fork, into ``cgroup_v2`` when given; the pid and the cgroup.procs files that are
+    still to be written (``cgroup_v2``'s too when the kernel cannot clone into it)."""
+    if cgroup_v2 is None:
+        return os.fork(), cgroup_procs
+    try:
+        directory = os.open(cgroup_v2, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return os.fork(), [*cgroup_procs, cgroup_v2 / "cgroup.procs"]
+    try:
+        return fork_into_cgroup(directory), cgroup_procs
+    except OSError:
+        # No clone3 (or not into this cgroup): fork, and move it the slow way, whose
+        # error, if any, names the cgroup.
+        return os.fork(), [*cgroup_procs, cgroup_v2 / "cgroup.procs"]
+    finally:
+        os.close(directory)
 
 
 def open_start_fifo(fifo: Path, pidfd: int, timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -32,12 +32,19 @@ What the program does, in order:
 
 Classic BPF conditional jumps reach at most 255 instructions; the assembler turns any
 longer one into a short jump over ``BPF_JA`` trampolines (32-bit offsets).
+
+Compiled programs are cached in the process, keyed by the section itself (a frozen,
+hashable value: equal sections compile to the same program) and the machine; the default
+profile's section already folds in the container's capabilities (`seccomp_default`), so
+containers with the same bounding set share one entry. The agent's launcher fills the
+cache once and every create forked from it finds its program there (`cached_programs`).
 """
 
 from __future__ import annotations
 
 import errno
 import platform
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -63,6 +70,8 @@ __all__ = [
     "BAD_ARCH_ACTION",
     "MACHINES",
     "SeccompError",
+    "cached_programs",
+    "clear_cache",
     "compile_seccomp",
     "filter_flags",
     "install",
@@ -617,6 +626,51 @@ def _ja(offset: int) -> SockFilter:
 # --- the way in -------------------------------------------------------------------------
 
 
+class _ProgramCache:
+    """Compiled programs by (section, machine); bounded, oldest entry out first."""
+
+    LIMIT: Final = 64
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[Seccomp, str], tuple[tuple[SockFilter, ...], tuple[str, ...]]]
+        self._entries = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: tuple[Seccomp, str]
+    ) -> tuple[tuple[SockFilter, ...], tuple[str, ...]] | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(
+        self, key: tuple[Seccomp, str], value: tuple[tuple[SockFilter, ...], tuple[str, ...]]
+    ) -> None:
+        with self._lock:
+            if len(self._entries) >= self.LIMIT:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CACHE: Final = _ProgramCache()
+
+
+def cached_programs() -> int:
+    """How many compiled programs this process holds."""
+    return len(_CACHE)
+
+
+def clear_cache() -> None:
+    """Forget every compiled program (tests; a process that wants its memory back)."""
+    _CACHE.clear()
+
+
 def compile_seccomp(
     seccomp: Seccomp, *, machine: str | None = None
 ) -> tuple[list[SockFilter], list[str]]:
@@ -625,9 +679,23 @@ def compile_seccomp(
     Returns the program and the warnings (unknown syscall names, ignored flags, argument
     semantics that differ from runc). Raises `SeccompError` for what cannot be compiled:
     SCMP_ACT_NOTIFY, an errno above 4095, an unsupported machine, a program longer than
-    the kernel's 4096 instructions.
+    the kernel's 4096 instructions. A section compiled before (equal, for the same
+    machine) comes from the cache; errors are not cached.
     """
-    compiler = _Compiler(seccomp, _machine(machine))
+    key = (seccomp, machine or platform.machine())
+    try:
+        cached = _CACHE.get(key)
+    except TypeError:  # a section built by hand with a list inside: not hashable, not cached
+        return _compile(seccomp, _machine(key[1]))
+    if cached is not None:
+        return list(cached[0]), list(cached[1])
+    program, warnings = _compile(seccomp, _machine(key[1]))
+    _CACHE.put(key, (tuple(program), tuple(warnings)))
+    return program, warnings
+
+
+def _compile(seccomp: Seccomp, machine: _Machine) -> tuple[list[SockFilter], list[str]]:
+    compiler = _Compiler(seccomp, machine)
     program = compiler.run()
     if len(program) > BPF_MAXINSNS:
         raise SeccompError(

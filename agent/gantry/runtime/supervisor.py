@@ -9,6 +9,8 @@ an ``exec.fifo`` start gate (:func:`gantry.runtime.process.create_init`), writes
 the failing step), and then execs ``gantry-shim`` in its own place: the init stays its
 child, the shim records the exit status in ``exit.json``, and a running container costs
 one small C process. ``start`` may then come from any process: it opens the FIFO.
+With ``log`` (:class:`~gantry.runtime.shim.LogOptions`) the container's stdout and stderr
+are pipes the shim drains into a CRI-format log file (``docs/logs.md``).
 
 Every failure of ``create`` leaves nothing: no state directory, no cgroup, no process.
 """
@@ -29,16 +31,21 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from gantry.linux import proc
 from gantry.runtime import console, hooks, saved
 from gantry.runtime import state as st
 from gantry.runtime.cgroups import Cgroup, CgroupError, open_cgroup
+from gantry.runtime.cgroups.layout import Layout
 from gantry.runtime.cgroups.path import DEFAULT_PARENT, cgroup_path_for
-from gantry.runtime.process import ContainerInitError, create_init, open_start_fifo
-from gantry.runtime.shim import shim_path
-from gantry.runtime.spec import Spec
+from gantry.runtime.shim import LogOptions, shim_path
+
+if TYPE_CHECKING:
+    from gantry.runtime.spec import Spec
+
+# gantry.runtime.process (and with it init, rootfs, seccomp) is imported by the verbs that
+# create or start a container, not at import: `state`, `list`, `kill`… do not need it.
 
 __all__ = [
     "Container",
@@ -152,15 +159,30 @@ def create(
     stdio: Sequence[int] = (0, 1, 2),
     timeout: float = CREATE_TIMEOUT,
     console_socket: socket.socket | None = None,
+    log: LogOptions | None = None,
+    cgroup_layout: Layout | None = None,
+    detach: bool = True,
 ) -> st.ContainerState:
     """Create the container and its supervisor; return what was recorded.
 
     With ``process.terminal`` the master of the container's pty is sent over
     ``console_socket`` (a connected AF_UNIX stream socket, see
     :mod:`gantry.runtime.console`), which is then required.
+
+    ``cgroup_layout`` is the host's cgroup mounts when the caller knows them already (the
+    launcher reads them once); by default the supervisor reads them. With ``detach``
+    false the supervisor (later the shim) is forked once, as the caller's own child, which
+    the caller must reap: for a caller that is a child subreaper anyway (the launcher),
+    where the double fork would land it there all the same.
+
+    With ``log``, ``stdio[0]`` is the container's stdin and its stdout and stderr go to
+    the log file the shim writes (``stdio[1]`` and ``stdio[2]`` are not used).
+
     Raises :class:`StateError` (bad id, the container exists), :class:`ContainerInitError`
     (the init failed at a named step) or :class:`RuntimeError_`; nothing is left then.
     """
+    from gantry.runtime import process  # noqa: F401  (loaded before the forks)
+
     directory = st.container_dir(root, container_id)
     if spec.process is None:
         raise RuntimeError_("the spec has no process to run")
@@ -182,7 +204,18 @@ def create(
         # Whoever the container's root is mapped to must be able to write it.
         os.chmod(fifo, 0o622)
         report = _spawn_supervisor(
-            directory, container_id, bundle, spec, cgroup_path, shim, stdio, timeout, console_socket
+            directory,
+            container_id,
+            bundle,
+            spec,
+            cgroup_path,
+            shim,
+            stdio,
+            timeout,
+            console_socket,
+            log,
+            cgroup_layout,
+            detach,
         )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -200,6 +233,9 @@ def _spawn_supervisor(
     stdio: Sequence[int],
     timeout: float,
     console_socket: socket.socket | None = None,
+    log: LogOptions | None = None,
+    cgroup_layout: Layout | None = None,
+    detach: bool = True,
 ) -> st.ContainerState:
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     middle = os.fork()
@@ -208,7 +244,7 @@ def _spawn_supervisor(
         try:
             os.close(read_end)
             os.setsid()
-            if os.fork() == 0:
+            if not detach or os.fork() == 0:  # not detached: this is the supervisor
                 _supervise(
                     directory,
                     container_id,
@@ -219,13 +255,16 @@ def _spawn_supervisor(
                     stdio,
                     write_end,
                     console_socket,
+                    log,
+                    cgroup_layout,
                 )
             code = 0
         finally:
             os._exit(code)
     os.close(write_end)
     try:
-        os.waitpid(middle, 0)
+        if detach:
+            os.waitpid(middle, 0)
         message = _read_report(read_end, timeout)
     finally:
         os.close(read_end)
@@ -236,6 +275,8 @@ def _spawn_supervisor(
             raise RuntimeError_(f"the supervisor did not record {directory / st.STATE_FILE}")
         return recorded
     if kind == "init-error":
+        from gantry.runtime.process import ContainerInitError
+
         raise ContainerInitError(str(message["step"]), str(message["message"]))
     raise RuntimeError_(str(message.get("message", "the supervisor failed")))
 
@@ -271,22 +312,34 @@ def _supervise(
     stdio: Sequence[int],
     report_fd: int,
     console_socket: socket.socket | None = None,
+    log_options: LogOptions | None = None,
+    cgroup_layout: Layout | None = None,
 ) -> None:
     """The supervisor (never returns): set the container up, report, become the shim."""
+    from gantry.runtime.process import ContainerInitError, create_init
+
     cgroup: Cgroup | None = None
     log = logging.LoggerAdapter(_log, {"container": container_id})
     try:
         # The container's stdio are the caller's: copies above 2 (close-on-exec), so the
         # shim's own stdio can be let go of before it runs for the container's lifetime.
         container_stdio = [os.dup(fd) for fd in stdio]
-        cgroup = open_cgroup(cgroup_path)
+        log_fds = _log_pipes(log_options, container_stdio) if log_options else None
+        cgroup = open_cgroup(cgroup_path, cgroup_layout)
         _create_cgroup(cgroup)
-        procs_files = sorted({path / "cgroup.procs" for path in cgroup.paths().values()})
+        # No pid written to a cgroup.procs (an RCU grace period each): the first child
+        # is forked into the v2 cgroup and moves itself into the v1 ones through
+        # ``tasks`` (see process._first_child and gantry.linux.clone).
+        directories = sorted(set(cgroup.paths().values()))
+        tasks_files = [path / "tasks" for path in directories if (path / "tasks").exists()]
+        v2 = [path for path in directories if not (path / "tasks").exists()]
         handle = create_init(
             spec,
             bundle=bundle,
             stdio=container_stdio,
-            cgroup_procs=procs_files,
+            cgroup_procs=[path / "cgroup.procs" for path in v2[1:]],
+            cgroup_tasks=tasks_files,
+            cgroup_v2=v2[0] if v2 else None,
             start_fifo=directory / st.FIFO_FILE,
             log=log,
             container_id=container_id,
@@ -317,7 +370,7 @@ def _supervise(
         # nothing, it is still supervised and can be started or deleted.
         with contextlib.suppress(OSError):
             _send(report_fd, {"type": "created", "pid": handle.pid})
-        _become_shim(shim, handle.pid, directory)
+        _become_shim(shim, handle.pid, directory, log_options, log_fds)
     except ContainerInitError as exc:
         _fail(report_fd, cgroup, {"type": "init-error", "step": exc.step, "message": exc.message})
     except BaseException as exc:  # every failure goes back to the caller as one line
@@ -357,9 +410,41 @@ def _fail(report_fd: int, cgroup: Cgroup | None, message: dict[str, Any]) -> Non
         _send(report_fd, message)
 
 
-def _become_shim(shim: Path, init_pid: int, directory: Path) -> None:
+def _log_pipes(options: LogOptions, container_stdio: list[int]) -> tuple[int, int, int]:
+    """Make the container's stdout and stderr (in ``container_stdio``) pipes; return the
+    read ends and the log file, opened here so a bad path fails the create."""
+    try:
+        log_fd = os.open(options.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    except OSError as exc:
+        raise RuntimeError_(f"log_path {options.path}: {exc.strerror or exc}") from None
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    os.close(container_stdio[1])
+    os.close(container_stdio[2])
+    container_stdio[1:] = [out_w, err_w]
+    return out_r, err_r, log_fd
+
+
+def _become_shim(
+    shim: Path,
+    init_pid: int,
+    directory: Path,
+    log_options: LogOptions | None = None,
+    log_fds: tuple[int, int, int] | None = None,
+) -> None:
     # The shim keeps nothing of the caller's: /dev/null in, its own log for stderr. The
     # report pipe, the pidfd and the sync socket are close-on-exec.
+    args = ["gantry-shim", str(init_pid), str(directory / st.EXIT_FILE)]
+    if log_options is not None and log_fds is not None:
+        # The shim reads the pipes as fds 3 and 4 and appends to the log as fd 5: moved
+        # above every number in play first, so no dup2 clobbers a source.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in log_fds]
+        for fd in log_fds:
+            os.close(fd)
+        for target, fd in enumerate(high, start=3):
+            os.dup2(fd, target, inheritable=True)
+            os.close(fd)
+        args += log_options.shim_args()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     log_fd = os.open(
         directory / st.SHIM_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
@@ -369,7 +454,7 @@ def _become_shim(shim: Path, init_pid: int, directory: Path) -> None:
     os.dup2(log_fd, 2)
     os.close(null)
     os.close(log_fd)
-    os.execv(shim, ["gantry-shim", str(init_pid), str(directory / st.EXIT_FILE)])
+    os.execv(shim, args)
 
 
 # --- start, signal, pause ---------------------------------------------------------------------
@@ -395,6 +480,8 @@ def start(container: Container, timeout: float = CREATE_TIMEOUT) -> None:
         raise RuntimeError_(
             f"container {container.id!r} is {container.status}, not created: cannot start it"
         )
+    from gantry.runtime.process import ContainerInitError, open_start_fifo
+
     pidfd = _pidfd_of(container.state.pid, container.state.start_time)
     if pidfd is None:
         raise RuntimeError_(f"container {container.id!r} stopped before it was started")
