@@ -34,8 +34,23 @@ def _openssl(*args: str) -> None:
 
 def _ca(directory: Path, name: str) -> tuple[Path, Path]:
     key, cert = directory / f"{name}.key", directory / f"{name}.crt"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}")  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+    )
     return key, cert
 
 
@@ -45,10 +60,37 @@ def _signed(
     key, csr, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
     ext = directory / f"{name}.ext"
     ext.write_text(extensions)
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")  # fmt: skip
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]), "-CAcreateserial",
-             "-out", str(cert), "-days", "2", "-extfile", str(ext))  # fmt: skip
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={name}",
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[1]),
+        "-CAkey",
+        str(ca[0]),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+    )
     return key, cert
 
 
@@ -126,8 +168,18 @@ def test_tls_port_needs_a_client_certificate_or_a_token_on_every_route(
     token = _token(tokens)
     assert token not in tokens.read_text()  # only its hash is stored
     port = ags.free_port()
-    flags = ["--listen", f"127.0.0.1:{port}", "--tls-cert", str(pki["server"][1]), "--tls-key", str(pki["server"][0]),
-             "--client-ca", str(pki["ca"][1]), "--tokens", str(tokens)]  # fmt: skip
+    flags = [
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--tls-cert",
+        str(pki["server"][1]),
+        "--tls-key",
+        str(pki["server"][0]),
+        "--client-ca",
+        str(pki["ca"][1]),
+        "--tokens",
+        str(tokens),
+    ]
     with ags.running_agent(flags) as (agent, rootfs):
         agent.put(
             "web",
@@ -163,8 +215,16 @@ def test_certificate_only_listener_refuses_clients_without_one(
     pki: dict[str, Any], no_leftovers: None
 ) -> None:
     port = ags.free_port()
-    flags = ["--listen", f"127.0.0.1:{port}", "--tls-cert", str(pki["server"][1]), "--tls-key", str(pki["server"][0]),
-             "--client-ca", str(pki["ca"][1])]  # fmt: skip
+    flags = [
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--tls-cert",
+        str(pki["server"][1]),
+        "--tls-key",
+        str(pki["server"][0]),
+        "--client-ca",
+        str(pki["ca"][1]),
+    ]
     with ags.running_agent(flags):
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _call(port, _context(pki), "GET", "/livez")
@@ -194,9 +254,21 @@ def test_serve_refuses_unauthenticated_tcp(
         for a in extra
     ]
     done = subprocess.run(
-        [str(GANTRY), "agent", "serve", "--root", str(tmp_path / "root"), "--socket", str(tmp_path / "s.sock"), *args],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        [
+            str(GANTRY),
+            "agent",
+            "serve",
+            "--root",
+            str(tmp_path / "root"),
+            "--socket",
+            str(tmp_path / "s.sock"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert message in done.stderr
     assert not (tmp_path / "s.sock").exists() and not (tmp_path / "root").exists()

@@ -23,10 +23,13 @@ pytestmark = [
 ]
 
 RUNTIME = Path(sys.executable).parent / "gantry-runtime"
-LOOP = "trap 'exit 143' TERM; while [ ! -e /tmp/stop-$NAME ]; do sleep 0.05; done; rm /tmp/stop-$NAME; exit $CODE"
+LOOP = (
+    "trap 'exit 143' TERM; while [ ! -e /tmp/stop-$NAME ]; do sleep 0.05; done; "
+    "rm /tmp/stop-$NAME; exit $CODE"
+)
 
 
-def looping(rootfs: Path, name: str, code: int = 0, **extra: Any) -> dict[str, Any]:  # noqa: ANN401
+def looping(rootfs: Path, name: str, code: int = 0, **extra: Any) -> dict[str, Any]:
     return {
         "rootfs": str(rootfs),
         "command": ["sh", "-c", LOOP],
