@@ -41,7 +41,8 @@ from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
 from gantry.runtime import state as st
 from gantry.runtime import supervisor
-from gantry.runtime.cgroups import Cgroup, CgroupError
+from gantry.runtime.cgroups import CgroupError
+from gantry.runtime.cgroups.resources import ResourceError
 from gantry.runtime.process import ContainerInitError
 from gantry.runtime.spec import SpecError
 
@@ -66,19 +67,6 @@ _STEP_FIELDS: Final = {
 }
 
 
-def _apply_overridden() -> bool:
-    """Whether the runtime can change a live cgroup's limits (the cgroups work, issue 4):
-    until then ``Cgroup.apply`` is the base class's, which raises NotImplementedError."""
-    from gantry.runtime.cgroups import v1, v2
-
-    return any(
-        getattr(cls, "apply", None) is not Cgroup.apply
-        for module in (v1, v2)
-        for cls in vars(module).values()
-        if isinstance(cls, type) and issubclass(cls, Cgroup) and cls is not Cgroup
-    )
-
-
 class Engine:
     def __init__(self, root: Path, *, cgroup_parent: str = "/gantry") -> None:
         self.root = root
@@ -94,7 +82,8 @@ class Engine:
         self._restart_timers: dict[str, threading.Timer] = {}
         self._backoff: dict[str, float] = {}
         self.closing = False
-        self.resources_in_place = _apply_overridden()
+        # The runtime changes a live cgroup's limits (Cgroup.update): no recreate needed.
+        self.resources_in_place = True
         self.restarts_total = 0
         for directory in (root, self.containers_dir, self.runtime_root):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -392,6 +381,10 @@ class Engine:
                     f"{field}: the container cannot start: {exc.step}: {exc.message}", field
                 ) from None
             except (supervisor.RuntimeError_, st.StateError, CgroupError) as exc:
+                if "resources." in str(exc):  # the runtime's ResourceError, as a message
+                    raise Invalid(
+                        f"spec.resources: the container cannot start: {exc}", "spec.resources"
+                    ) from None
                 raise Conflict(f"the container cannot start: {exc}") from None
         finally:
             os.close(null)
@@ -717,8 +710,14 @@ class Engine:
         if changed_resources:
             runtime = self._runtime(row)
             if runtime is not None and runtime.status in RUNNING_STATES:
+                linux = bundles.spec_from_data(config).linux
+                assert linux is not None and linux.resources is not None
                 try:
-                    runtime.cgroup().apply(bundles.spec_from_data(config).linux.resources)  # type: ignore[union-attr,arg-type]
+                    runtime.cgroup().update(linux.resources)
+                except ResourceError as exc:
+                    name = exc.errors[0][0] if exc.errors else ""
+                    field = _resource_field(name)
+                    raise Invalid(f"{field}: cannot apply: {exc}", field) from None
                 except (CgroupError, OSError) as exc:
                     raise Invalid(
                         f"spec.resources: the kernel refused the new limits: {exc}",
@@ -850,6 +849,25 @@ class Engine:
 
     def runtime_of(self, key: str) -> supervisor.Container | None:
         return self._runtime(self._row(key))
+
+
+_OCI_RESOURCE_FIELDS: Final = {
+    "memory.limit": "memory",
+    "memory.swap": "memory_swap",
+    "cpu.quota": "cpus",
+    "cpu.period": "cpus",
+    "cpu.shares": "cpu_shares",
+    "cpu.cpus": "cpuset_cpus",
+    "pids.limit": "pids_limit",
+}
+
+
+def _resource_field(oci_name: str) -> str:
+    """The container spec's field for a runtime resource error's OCI field name."""
+    for key, field in _OCI_RESOURCE_FIELDS.items():
+        if key in oci_name:
+            return f"spec.resources.{field}"
+    return "spec.resources"
 
 
 def _predict(status: str | None, actions: tuple[str, ...]) -> str | None:

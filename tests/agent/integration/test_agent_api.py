@@ -71,6 +71,8 @@ def test_metrics_name_each_running_container(agent: ags.Agent) -> None:
     text = b"".join(agent.client.stream("GET", "/metrics")).decode()
     assert f'container_start_time_seconds{{name="m1",id="{container_id}"}}' in text
     assert f'container_processes{{name="m1",id="{container_id}"}}' in text
+    assert f'container_memory_usage_bytes{{name="m1",id="{container_id}"}}' in text
+    assert f'container_cpu_usage_seconds_total{{name="m1",id="{container_id}"}}' in text
     assert 'gantry_containers{status="running"} 1' in text
     assert "gantry_build_info{" in text
 
@@ -124,6 +126,43 @@ def test_put_converges_and_answers_changed_actions_diff(agent: ags.Agent) -> Non
     assert recreated["actions"] == ["recreate", "start"]
     assert recreated["container"]["id"] != first["container"]["id"]
     assert recreated["container"]["spec"]["command"] == changed["command"]
+
+
+def _memory_limit(container: dict[str, Any]) -> int:
+    for hierarchy in ("memory", "unified"):
+        directory = Path("/sys/fs/cgroup", hierarchy, container["cgroup"].lstrip("/"))
+        for name in ("memory.limit_in_bytes", "memory.max"):
+            if (directory / name).exists():
+                return int((directory / name).read_text())
+    raise AssertionError(f"no memory limit file for {container['cgroup']}")
+
+
+def test_limits_are_applied_and_change_in_place(agent: ags.Agent) -> None:
+    first = agent.put("lim", looping(agent, "lim", resources={"memory": "64m", "pids_limit": 50}))
+    assert _memory_limit(first["container"]) == 64 << 20
+    dry = agent.put(
+        "lim", looping(agent, "lim", resources={"memory": "128m", "pids_limit": 50}), dry_run=True
+    )
+    assert dry["actions"] == ["update"] and dry["diff"]["fields"] == ["spec.resources.memory"]
+    assert _memory_limit(first["container"]) == 64 << 20
+    changed = agent.put(
+        "lim", looping(agent, "lim", resources={"memory": "128m", "pids_limit": 50})
+    )
+    assert changed["actions"] == ["update"]
+    assert changed["container"]["state"]["pid"] == first["container"]["state"]["pid"]
+    assert _memory_limit(changed["container"]) == 128 << 20
+    # A limit the host cannot honour names the field and changes nothing.
+    bad = agent.error(
+        "PUT",
+        "/v1/containers/lim",
+        body={
+            "spec": looping(
+                agent, "lim", resources={"memory": "128m", "pids_limit": 50, "cpuset_cpus": "4000"}
+            )
+        },
+    )
+    assert bad.status == 422 and bad.field is not None and bad.field.startswith("spec.resources")
+    assert agent.req("GET", "/v1/containers/lim")["spec"]["resources"]["cpuset_cpus"] is None
 
 
 def test_put_stopped_creates_without_starting(agent: ags.Agent) -> None:
