@@ -19,6 +19,7 @@ requests on one container serialise and requests on different containers run in 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -86,6 +87,7 @@ class Engine:
         self.resources_in_place = True
         self.restarts_total = 0
         self.cgroup_layout = layout.detect()
+        _preload_runtime()
         for directory in (root, self.containers_dir, self.runtime_root):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -874,6 +876,28 @@ class Engine:
 
     def runtime_of(self, key: str) -> supervisor.Container | None:
         return self._runtime(self._row(key))
+
+
+def _preload_runtime() -> None:
+    """Import every module a container's supervisor loads lazily, before any request.
+
+    ``supervisor.create`` forks this multi-threaded process: a module imported for the
+    first time in the child while another thread of the parent held the import lock at
+    the fork would deadlock the child (the lock's owner does not exist there). The seam
+    for the real fix, a single-threaded fork server, is ``gantry.runtime.launcher``."""
+    for module in (
+        "gantry.runtime.process",
+        "gantry.runtime.init",
+        "gantry.runtime.rootfs",
+        "gantry.runtime.seccomp",
+        "gantry.runtime.cgroups.v1",
+        "gantry.runtime.cgroups.v2",
+        "gantry.runtime.cgroups.resources",
+        "gantry.runtime.cgroups.devices",
+        "gantry.runtime.cgroups.stats",
+    ):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
 
 
 _OCI_RESOURCE_FIELDS: Final = {
