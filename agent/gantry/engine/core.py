@@ -315,11 +315,12 @@ class Engine:
             ran_for = record.finished_ns / 1e9 - _parse_time(row.started_at)
         if ran_for is not None and ran_for >= BACKOFF_RESET_AFTER:
             self._backoff.pop(row.id, None)
+        # The event first: whoever sees the exit recorded (a waiter) also finds its event.
+        self.events.emit(event, row.name, row.id, exit_code=exit_code)
         self.store.update(
             row.id, finished_at=finished, exit_code=exit_code, exit_signal=exit_signal
         )
         self._delete_runtime(runtime)
-        self.events.emit(event, row.name, row.id, exit_code=exit_code)
         with self._exit_cond:
             self._exit_cond.notify_all()
         return record
