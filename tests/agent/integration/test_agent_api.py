@@ -243,7 +243,8 @@ def test_bad_input_is_4xx_naming_the_field_and_changes_nothing(agent: ags.Agent)
             text = json.dumps(body).replace("ROOTFS", str(agent.rootfs))  # type: ignore[attr-defined]
             error = agent.error("PUT", "/v1/containers/newone", body=json.loads(text))
         assert (error.status, error.field) == (status, field), body
-        assert field.split(".")[-1].split("[")[0] in error.detail or status == 400, error.detail
+        last = field.rsplit(".", maxsplit=1)[-1].split("[", maxsplit=1)[0]
+        assert last in error.detail or status == 400, error.detail
     # Bad input to the existing container, and bad verbs, do not touch it either.
     assert (
         agent.error("PUT", "/v1/containers/keep", body={"spec": {"rootfs": "/nonexistent"}}).field
@@ -338,7 +339,10 @@ def test_stop_sends_the_stop_signal_then_kill(agent: ags.Agent) -> None:
 def test_list_filters(agent: ags.Agent) -> None:
     agent.put("a-web", looping(agent, "a-web", labels={"tier": "web"}))
     agent.put("b-db", looping(agent, "b-db", labels={"tier": "db"}), state="stopped")
-    names = lambda **query: [c["name"] for c in agent.req("GET", "/v1/containers", query=query)]  # noqa: E731
+
+    def names(**query: str) -> list[str]:
+        return [c["name"] for c in agent.req("GET", "/v1/containers", query=query)]
+
     assert names() == ["a-web", "b-db"]
     assert names(status="running") == ["a-web"]
     assert names(status="created") == ["b-db"]
