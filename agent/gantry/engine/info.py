@@ -61,7 +61,7 @@ def host_info(engine: Engine) -> dict[str, Any]:
         "features": {
             "images": False,
             "network": False,
-            "exec": False,
+            "exec": engine.exec_available,
             "log_timestamps": False,
             "cgroup_update": engine.resources_in_place,
             "resource_limits": True,

@@ -470,12 +470,89 @@ def test_events_resume_from_an_id(agent: ags.Agent) -> None:
     assert events[2]["attributes"] == {"exit_code": 0}
 
 
-def test_exec_and_images_say_not_available(agent: ags.Agent) -> None:
-    agent.put("ex", looping(agent, "ex"))
-    error = agent.error("POST", "/v1/containers/ex/exec", body={"command": ["true"]})
-    assert error.status == 404 and "exec" in error.detail
+def test_exec_runs_to_completion_inside_the_container(agent: ags.Agent) -> None:
+    agent.put(
+        "ex", spec(agent, "sh", "-c", LOOP, env={"NAME": "ex", "CODE": "0", "FROM_SPEC": "yes"})
+    )
+    assert agent.req("GET", "/v1/info")["features"]["exec"] is True
+    script = "echo $FROM_SPEC $EXTRA; pwd; cat; echo to-stderr >&2; exit 3"
+    body = {
+        "command": ["sh", "-c", script],
+        "env": {"EXTRA": "x"},
+        "workdir": "/tmp",
+        "stdin": "in\n",
+    }
+    result = agent.req("POST", "/v1/containers/ex/exec", body=body)
+    assert result == {**result, "rc": 3, "stdout": "yes x\n/tmp\nin\n", "stderr": "to-stderr\n"}
+    # Inside the container: its pid namespace, its seccomp filter, no extra capabilities.
+    status = agent.req(
+        "POST", "/v1/containers/ex/exec", body={"command": ["cat", "/proc/self/status"]}
+    )
+    fields = dict(line.split(":\t", 1) for line in status["stdout"].splitlines() if ":\t" in line)
+    assert fields["Seccomp"].strip() == "2" and fields["NoNewPrivs"].strip() == "1"
+    assert int(fields["CapBnd"], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
+    one = agent.req("POST", "/v1/containers/ex/exec", body={"command": ["cat", "/proc/1/cmdline"]})
+    assert one["stdout"].startswith("sh\x00-c\x00")
+    binary = agent.req(
+        "POST",
+        "/v1/containers/ex/exec",
+        body={"command": ["cat"], "stdin": "AAEC", "encoding": "base64"},
+    )
+    assert binary["stdout"] == "AAEC"
+    timed = agent.req(
+        "POST", "/v1/containers/ex/exec", body={"command": ["sleep", "30"], "timeout": 0.5}
+    )
+    assert (timed["rc"], timed["timed_out"]) == (137, True)
+    missing = agent.error("POST", "/v1/containers/ex/exec", body={"command": ["/no/such/program"]})
+    assert (missing.status, missing.field) == (422, "command")
+    assert agent.error("POST", "/v1/containers/ex/exec", body={"command": []}).field == "command"
+    agent.req("POST", "/v1/containers/ex/stop")
+    assert agent.error("POST", "/v1/containers/ex/exec", body={"command": ["true"]}).status == 409
     assert agent.error("GET", "/v1/images").status == 404
-    assert agent.req("GET", "/v1/info")["features"]["exec"] is False
+
+
+def test_healthcheck_goes_healthy_then_unhealthy(agent: ags.Agent) -> None:
+    check = {
+        "test": ["CMD-SHELL", "test ! -e /tmp/sick"],
+        "interval": 0.2,
+        "timeout": 5,
+        "retries": 2,
+    }
+    agent.put("doc", looping(agent, "doc", healthcheck=check))
+    ags.wait_for(
+        lambda: agent.req("GET", "/v1/containers/doc")["state"]["health"]["status"] == "healthy",
+        what="healthy",
+    )
+    (agent.rootfs / "tmp" / "sick").touch()  # type: ignore[attr-defined]
+    health = ags.wait_for(
+        lambda: (
+            (h := agent.req("GET", "/v1/containers/doc")["state"]["health"])["status"]
+            == "unhealthy"
+            and h
+        ),
+        what="unhealthy",
+    )
+    assert health["failing_streak"] >= 2 and health["log"][-1]["exit_code"] == 1
+    statuses = [
+        json.loads(line)["attributes"].get("status")
+        for line in b"".join(agent.client.stream("GET", "/v1/events")).splitlines()
+        if json.loads(line)["action"] == "health_status"
+    ]
+    assert statuses[:2] == ["healthy", "unhealthy"]
+
+
+def test_init_reaps_and_forwards_signals(agent: ags.Agent) -> None:
+    agent.put(
+        "tini",
+        spec(agent, "sh", "-c", "while true; do sleep 0.05; done", init=True, stop_timeout=30),
+    )
+    one = agent.req(
+        "POST", "/v1/containers/tini/exec", body={"command": ["cat", "/proc/1/cmdline"]}
+    )
+    assert one["stdout"].split("\x00")[0] == "/dev/init"
+    # tini passes SIGTERM to the shell, which dies of it at once (no 30 s wait for KILL).
+    stopped = agent.req("POST", "/v1/containers/tini/stop")
+    assert stopped["exit_code"] == 143
 
 
 def test_concurrent_clients(agent: ags.Agent) -> None:
