@@ -561,16 +561,14 @@ def test_concurrent_clients(agent: ags.Agent) -> None:
     def client(index: int) -> None:
         name = f"par{index}"
         try:
-            made = agent.req(
-                "POST",
-                "/v1/containers",
-                body={
-                    "name": name,
-                    "spec": spec(agent, "sh", "-c", f"exit {index % 7}"),
-                    "start": True,
-                },
-            )
+            body = {"name": name, "spec": looping(agent, name, code=index % 7), "start": True}
+            made = agent.req("POST", "/v1/containers", body=body)
             assert made["name"] == name
+            ran = agent.req(
+                "POST", f"/v1/containers/{name}/exec", body={"command": ["sh", "-c", "echo $NAME"]}
+            )
+            assert (ran["rc"], ran["stdout"]) == (0, f"{name}\n"), ran
+            release(agent, name)
             waited = agent.req("POST", f"/v1/containers/{name}/wait", body={"timeout": 120})
             assert waited["exit_code"] == index % 7, waited
             agent.req("DELETE", f"/v1/containers/{name}")
