@@ -584,3 +584,57 @@ def test_concurrent_clients(agent: ags.Agent) -> None:
     assert agent.req("GET", "/v1/containers") == []
     assert list((agent.root / "runtime").iterdir()) == []
     assert list((agent.root / "containers").iterdir()) == []
+
+
+GARBAGE_BODIES = [
+    b"",
+    b"null",
+    b"[]",
+    b'"text"',
+    b"{",
+    b'{"zzz": 1}',
+    b"\xff\xfe",
+    b'{"spec": 5, "name": []}',
+]
+
+
+def test_no_route_answers_500_to_garbage(agent: ags.Agent) -> None:
+    import http.client
+    import socket as socket_module
+
+    agent.put("target", looping(agent, "target"))
+    schema = agent.req("GET", "/openapi.json")
+    checked = 0
+    for template, methods in schema["paths"].items():
+        for name in ("target", "nobody", "..", "%00", "a" * 300):
+            path = (
+                template.replace("{name}", name).replace("{ref}", "x").replace("{operation}", "y")
+            )
+            for method in methods:
+                if method.upper() == "DELETE" and name == "target":
+                    continue  # keep the target for the other routes
+                for body in GARBAGE_BODIES:
+                    for query in (
+                        "",
+                        "?tail=-5&follow=maybe&status=x&since=-1&path=&force=2&timeout=x",
+                    ):
+                        sock = socket_module.socket(
+                            socket_module.AF_UNIX, socket_module.SOCK_STREAM
+                        )
+                        sock.connect(str(agent.socket))
+                        connection = http.client.HTTPConnection("localhost", timeout=60)
+                        connection.sock = sock
+                        headers = {"Content-Type": "application/json"}
+                        connection.request(method.upper(), path + query, body=body, headers=headers)
+                        response = connection.getresponse()
+                        payload = response.read()
+                        connection.close()
+                        checked += 1
+                        assert response.status < 500, (method, path + query, body, payload)
+                        if response.status >= 400:
+                            error = json.loads(payload)
+                            assert set(error) == {"detail", "field"}, error
+                            assert "Traceback" not in error["detail"]
+    assert checked > 1000
+    # (An empty body is a valid stop or kill: the target may be stopped, never gone.)
+    assert agent.req("GET", "/v1/containers/target")["name"] == "target"
