@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
@@ -103,6 +104,32 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error in the agent; its log has the details", None)
 
 
+AsyncFlag = Annotated[
+    bool,
+    Query(alias="async", description="answer 202 at once with the operation's URL (docs/api.md)"),
+]
+
+
+def _maybe_async(
+    engine: Engine,
+    run_async: bool,
+    description: str,
+    name: str,
+    work: Callable[[threading.Event], Any],
+    *,
+    may_cancel: bool = False,
+) -> Any:
+    """Do ``work`` now, or as an operation when the client asked for ``async``."""
+    if not run_async:
+        return work(threading.Event())
+    operation = engine.operations.submit(
+        description, [f"/v1/containers/{name}"], work, may_cancel=may_cancel
+    )
+    return JSONResponse(
+        operation.as_json(), status_code=202, headers={"Location": f"/v1/operations/{operation.id}"}
+    )
+
+
 def _containers_router(engine: Engine) -> APIRouter:
     router = APIRouter(prefix="/v1/containers", tags=["containers"])
 
@@ -115,20 +142,31 @@ def _containers_router(engine: Engine) -> APIRouter:
         return engine.list(statuses=status, labels=label, name=name)
 
     @router.post("", status_code=201)
-    def create_container(body: schemas.CreateRequest) -> dict[str, Any]:
-        return engine.create(body.name, body.spec, start=body.start)
+    def create_container(body: schemas.CreateRequest, run_async: AsyncFlag = False) -> Any:
+        def work(_cancel: threading.Event) -> Any:
+            return engine.create(body.name, body.spec, start=body.start)
+
+        return _maybe_async(engine, run_async, "create", body.name, work)
 
     @router.put("/{name}")
-    def put_container(name: str, body: schemas.PutRequest) -> dict[str, Any]:
-        return engine.apply(name, body.spec, body.state, dry_run=body.dry_run)
+    def put_container(name: str, body: schemas.PutRequest, run_async: AsyncFlag = False) -> Any:
+        def work(_cancel: threading.Event) -> Any:
+            return engine.apply(name, body.spec, body.state, dry_run=body.dry_run)
+
+        return _maybe_async(engine, run_async, f"converge to {body.state}", name, work)
 
     @router.get("/{name}")
     def inspect_container(name: str) -> dict[str, Any]:
         return engine.inspect(name)
 
     @router.delete("/{name}")
-    def remove_container(name: str, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
-        return engine.remove(name, force=force, dry_run=dry_run)
+    def remove_container(
+        name: str, force: bool = False, dry_run: bool = False, run_async: AsyncFlag = False
+    ) -> Any:
+        def work(_cancel: threading.Event) -> Any:
+            return engine.remove(name, force=force, dry_run=dry_run)
+
+        return _maybe_async(engine, run_async, "remove", name, work)
 
     @router.post("/{name}/start")
     def start_container(name: str) -> dict[str, Any]:
@@ -136,17 +174,25 @@ def _containers_router(engine: Engine) -> APIRouter:
 
     @router.post("/{name}/stop")
     def stop_container(
-        name: str, body: Annotated[schemas.StopRequest | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or schemas.StopRequest()
-        return engine.stop(name, body.signal, body.timeout)
+        name: str,
+        body: Annotated[schemas.StopRequest | None, Body()] = None,
+        run_async: AsyncFlag = False,
+    ) -> Any:
+        stop = body or schemas.StopRequest()
+        return _maybe_async(
+            engine, run_async, "stop", name, lambda _c: engine.stop(name, stop.signal, stop.timeout)
+        )
 
     @router.post("/{name}/restart")
     def restart_container(
-        name: str, body: Annotated[schemas.RestartRequest | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or schemas.RestartRequest()
-        return engine.restart(name, body.timeout)
+        name: str,
+        body: Annotated[schemas.RestartRequest | None, Body()] = None,
+        run_async: AsyncFlag = False,
+    ) -> Any:
+        timeout = (body or schemas.RestartRequest()).timeout
+        return _maybe_async(
+            engine, run_async, "restart", name, lambda _c: engine.restart(name, timeout)
+        )
 
     @router.post("/{name}/kill")
     def kill_container(
@@ -165,10 +211,19 @@ def _containers_router(engine: Engine) -> APIRouter:
 
     @router.post("/{name}/wait")
     def wait_container(
-        name: str, body: Annotated[schemas.WaitRequest | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or schemas.WaitRequest()
-        return engine.wait(name, body.timeout)
+        name: str,
+        body: Annotated[schemas.WaitRequest | None, Body()] = None,
+        run_async: AsyncFlag = False,
+    ) -> Any:
+        timeout = (body or schemas.WaitRequest()).timeout
+        return _maybe_async(
+            engine,
+            run_async,
+            "wait",
+            name,
+            lambda cancel: engine.wait(name, timeout, cancelled=cancel),
+            may_cancel=True,
+        )
 
     @router.post("/{name}/exec")
     def exec_in_container(name: str, body: schemas.ExecRequest) -> dict[str, Any]:
@@ -294,8 +349,6 @@ def _images_router() -> APIRouter:
         ("POST", "/v1/images/prune"),
         ("DELETE", "/v1/images/{ref:path}"),
         ("POST", "/v1/containers/{name}/commit"),
-        ("GET", "/v1/operations/{operation}"),
-        ("DELETE", "/v1/operations/{operation}"),
     ):
         router.add_api_route(
             path,
@@ -386,6 +439,24 @@ def create_app(engine: Engine | Callable[[], Engine], *, close_engine: bool = Tr
         return StreamingResponse(
             _event_lines(the_engine, since, follow, container), media_type="application/x-ndjson"
         )
+
+    @app.get("/v1/operations", tags=["operations"])
+    def list_operations() -> list[dict[str, Any]]:
+        return the_engine.operations.list()
+
+    @app.get("/v1/operations/{operation}", tags=["operations"])
+    def get_operation(operation: str) -> dict[str, Any]:
+        return the_engine.operations.get(operation).as_json()
+
+    @app.get("/v1/operations/{operation}/wait", tags=["operations"])
+    def wait_operation(
+        operation: str, timeout: Annotated[float | None, Query(ge=0)] = None
+    ) -> dict[str, Any]:
+        return the_engine.operations.wait(operation, timeout)
+
+    @app.delete("/v1/operations/{operation}", tags=["operations"])
+    def cancel_operation(operation: str) -> dict[str, Any]:
+        return the_engine.operations.cancel(operation)
 
     app.include_router(_containers_router(the_engine))
     app.include_router(_images_router())

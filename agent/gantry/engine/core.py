@@ -40,6 +40,7 @@ from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unava
 from gantry.engine.events import EventLog
 from gantry.engine.health import NO_HEALTH, HealthChecker
 from gantry.engine.monitor import ExitMonitor
+from gantry.engine.operations import Operations
 from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
 from gantry.runtime import state as st
@@ -99,6 +100,7 @@ class Engine:
         self.events = EventLog(self.store)
         self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
         self.monitor = ExitMonitor(self._on_exit)
+        self.operations = Operations()
         self.recover()
 
     def close(self) -> None:
@@ -652,7 +654,9 @@ class Engine:
         self.events.emit("unpause", row.name, row.id)
         return True
 
-    def wait(self, key: str, timeout: Any = None) -> dict[str, Any]:
+    def wait(
+        self, key: str, timeout: Any = None, *, cancelled: threading.Event | None = None
+    ) -> dict[str, Any]:
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
         ):
@@ -671,7 +675,8 @@ class Engine:
                     or current.finished_at is not None
                     or self._runtime(current) is None
                 )
-                if (status not in ("running", "paused", "restarting") and settled) or self.closing:
+                stop = self.closing or (cancelled is not None and cancelled.is_set())
+                if (status not in ("running", "paused", "restarting") and settled) or stop:
                     return {"exit_code": current.exit_code, "timed_out": False, "status": status}
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:

@@ -638,3 +638,45 @@ def test_no_route_answers_500_to_garbage(agent: ags.Agent) -> None:
     assert checked > 1000
     # (An empty body is a valid stop or kill: the target may be stopped, never gone.)
     assert agent.req("GET", "/v1/containers/target")["name"] == "target"
+
+
+def test_async_verbs_run_as_operations(agent: ags.Agent) -> None:
+    agent.put(
+        "slowstop", spec(agent, "sh", "-c", "while true; do sleep 0.05; done", stop_timeout=1)
+    )
+    started = agent.client._send(
+        "POST", "/v1/containers/slowstop/stop", body={}, query={"async": "true"}
+    )
+    assert started.status == 202
+    location = started.getheader("Location")
+    accepted = json.loads(started.read())
+    started.close()
+    assert location == f"/v1/operations/{accepted['id']}"
+    assert accepted["resources"] == ["/v1/containers/slowstop"] and accepted["may_cancel"] is False
+    done = agent.req("GET", f"{location}/wait", query={"timeout": 60})
+    assert done["status"] == "success" and done["result"]["exit_code"] == 137
+    assert agent.req("GET", location)["status"] == "success"
+    assert any(op["id"] == accepted["id"] for op in agent.req("GET", "/v1/operations"))
+
+    # A wait can be cancelled; a failed verb reports the error it would have answered.
+    agent.put("sleeper", looping(agent, "sleeper"))
+    waiting = agent.client._send(
+        "POST", "/v1/containers/sleeper/wait", body={}, query={"async": "true"}
+    )
+    operation = json.loads(waiting.read())
+    waiting.close()
+    assert operation["may_cancel"] is True
+    cancelled = agent.req("DELETE", f"/v1/operations/{operation['id']}")
+    assert cancelled["status"] == "cancelled"
+    bad = agent.client._send("POST", "/v1/containers/nobody/stop", body={}, query={"async": "true"})
+    failed_id = json.loads(bad.read())["id"]
+    bad.close()
+    failed = agent.req("GET", f"/v1/operations/{failed_id}/wait", query={"timeout": 60})
+    assert failed["status"] == "failure"
+    assert failed["error"] == {
+        "detail": "no container named 'nobody'",
+        "field": "name",
+        "status_code": 404,
+    }
+    missing = agent.error("GET", "/v1/operations/nope")
+    assert (missing.status, missing.field) == (404, "operation")
