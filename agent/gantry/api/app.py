@@ -225,6 +225,10 @@ def _containers_router(engine: Engine) -> APIRouter:
             may_cancel=True,
         )
 
+    @router.get("/{name}/stats")
+    def container_stats(name: str) -> dict[str, Any]:
+        return engine.stats(name)
+
     @router.post("/{name}/exec")
     def exec_in_container(name: str, body: schemas.ExecRequest) -> dict[str, Any]:
         return engine.exec(name, body.model_dump())

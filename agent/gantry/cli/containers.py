@@ -265,6 +265,37 @@ def _exec(args: argparse.Namespace, client: AgentClient) -> int:
     return int(result["rc"])
 
 
+def _stats(args: argparse.Namespace, client: AgentClient) -> int:
+    names = args.containers or [
+        row["name"] for row in client.request("GET", "/v1/containers", query={"status": "running"})
+    ]
+    found = [client.request("GET", client.container_path(name, "stats")) for name in names]
+    if args.json:
+        _print_json(found)
+        return 0
+    header = f"{'CONTAINER ID':<14}{'NAME':<24}{'CPU SEC':>10}"
+    print(f"{header}{'MEM USAGE':>14}{'MEM LIMIT':>14}{'PIDS':>7}")
+    for item in found:
+        cpu = item.get("cpu", {}).get("usage", {}).get("total", 0) / 1e9
+        memory = item.get("memory", {}).get("usage", {})
+        limit = memory.get("limit", 0)
+        limit_text = "-" if not limit or limit >= 1 << 62 else _size(limit)
+        pids = item.get("pids", {}).get("current", 0)
+        print(
+            f"{item['id'][:12]:<14}{item['name']:<24}{cpu:>10.2f}"
+            f"{_size(memory.get('usage', 0)):>14}{limit_text:>14}{pids:>7}"
+        )
+    return 0
+
+
+def _size(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}TiB"
+
+
 def register(subparsers: Any) -> None:
     common = _client_options()
     ps = subparsers.add_parser("ps", parents=[common], help="list containers")
@@ -324,6 +355,13 @@ def register(subparsers: Any) -> None:
             parser.add_argument("-f", "--force", action="store_true")
         parser.set_defaults(handler=_wrap(handler))
 
+    stats = subparsers.add_parser(
+        "stats", parents=[common], help="CPU, memory and pids of containers"
+    )
+    stats.add_argument("containers", nargs="*", metavar="CONTAINER")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=_wrap(_stats))
+
     logs = subparsers.add_parser("logs", parents=[common], help="a container's output")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--tail", default="all")
@@ -370,4 +408,5 @@ VERBS = (
     "inspect",
     "pause",
     "unpause",
+    "stats",
 )

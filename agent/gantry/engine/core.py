@@ -929,6 +929,19 @@ class Engine:
             raise Conflict(f"container {row.name!r} is {status}, not running: cannot exec", "name")
         return execs.run_exec(self.runtime_root, row.id, request, self.tmp)
 
+    def stats(self, key: str) -> dict[str, Any]:
+        """The running container's cgroup statistics (runc's ``events --stats`` shape)."""
+        row = self._row(key)
+        runtime = self._runtime(row)
+        status = self.status(row, runtime)
+        if runtime is None or runtime.state is None or status not in RUNNING_STATES:
+            raise Conflict(f"container {row.name!r} is {status}: no statistics", "name")
+        try:
+            stats = open_cgroup(runtime.state.cgroup, self.cgroup_layout).stats()
+        except CgroupError as exc:
+            raise Conflict(f"container {row.name!r}: {exc}", "name") from None
+        return {"id": row.id, "name": row.name, "read_at": st.now_rfc3339(), **stats.to_json()}
+
     def runtime_of(self, key: str) -> supervisor.Container | None:
         return self._runtime(self._row(key))
 

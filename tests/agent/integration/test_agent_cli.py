@@ -51,6 +51,12 @@ def test_client_verbs(no_leftovers: None) -> None:
         assert inspect[0]["spec"]["restart_policy"] == {"name": "always", "max_retries": 0}
         assert ags.pid_alive(inspect[0]["state"]["pid"])
         assert gantry(agent, "logs", "-n", "1", "web").stdout == "tick\n"
+        stats = json.loads(gantry(agent, "stats", "--json", "web").stdout)[0]
+        assert stats["memory"]["usage"]["limit"] == 64 << 20 and stats["pids"]["current"] >= 1
+        assert stats["cpu"]["usage"]["total"] > 0
+        assert "web" in gantry(agent, "stats").stdout
+        ran = gantry(agent, "exec", "-e", "X=1", "web", "sh", "-c", "echo $X; exit 4")
+        assert (ran.returncode, ran.stdout) == (4, "1\n")
 
         assert gantry(agent, "pause", "web").returncode == 0
         assert json.loads(gantry(agent, "inspect", "web").stdout)[0]["state"]["status"] == "paused"
