@@ -7,10 +7,12 @@ one slow stop never holds up the event loop or another container's request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, FastAPI, Query, Request
+from fastapi import APIRouter, Body, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +32,7 @@ from gantry.engine import Conflict, Engine, EngineError, Invalid, NotFound, Unav
 from gantry.engine import files as container_files
 from gantry.engine.info import host_info
 from gantry.engine.logs import parse_tail, read_log
+from gantry.engine.sessions import Session
 
 __all__ = ["MAX_UPLOAD", "create_app"]
 
@@ -225,6 +228,40 @@ def _containers_router(engine: Engine) -> APIRouter:
             may_cancel=True,
         )
 
+    @router.websocket("/{name}/exec/ws")
+    async def exec_session(websocket: WebSocket, name: str) -> None:
+        """Interactive exec: the first message is the request (as POST …/exec, plus
+        ``tty``, ``width``, ``height``); see docs/api.md."""
+        await websocket.accept()
+        try:
+            first = await websocket.receive_json()
+            if not isinstance(first, dict):
+                raise Invalid("body: the first message must be the exec request object", "body")
+            session = await anyio.to_thread.run_sync(engine.start_session, name, first)
+        except EngineError as exc:
+            status = _STATUS.get(type(exc), 409)
+            await websocket.send_json(
+                {"type": "error", "detail": exc.detail, "field": exc.field, "status_code": status}
+            )
+            await websocket.close(code=1008)
+            return
+        except (ValueError, WebSocketDisconnect):
+            with contextlib.suppress(Exception):
+                await websocket.send_json(
+                    {
+                        "type": "error",
+                        "detail": "the first message must be JSON",
+                        "field": "body",
+                        "status_code": 400,
+                    }
+                )
+                await websocket.close(code=1008)
+            return
+        try:
+            await _run_session(websocket, session)
+        finally:
+            await anyio.to_thread.run_sync(session.close)
+
     @router.get("/{name}/stats")
     def container_stats(name: str) -> dict[str, Any]:
         return engine.stats(name)
@@ -303,6 +340,105 @@ def _containers_router(engine: Engine) -> APIRouter:
         return {"changed": bool(written), "paths": written}
 
     return router
+
+
+_STREAM_PREFIX = {"stdout": b"\x01", "stderr": b"\x02"}
+
+
+class _Disconnected(Exception):
+    """The websocket's client went away."""
+
+
+async def _session_inbound(
+    websocket: WebSocket, session: Session, queue: asyncio.Queue[Any]
+) -> None:
+    """Client to process: binary messages are stdin, text messages control messages."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise _Disconnected
+            data = message.get("bytes")
+            if data is not None:
+                await _write_all(session, data)
+                continue
+            try:
+                control = json.loads(message.get("text") or "")
+                if not isinstance(control, dict):
+                    raise Invalid("a control message must be a JSON object", "body")
+                kind = control.get("type")
+                if kind == "resize":
+                    session.resize(control.get("width"), control.get("height"))
+                elif kind == "signal":
+                    session.signal(control.get("signal"))
+                elif kind == "close_stdin":
+                    session.close_stdin()
+                else:
+                    raise Invalid(
+                        f"type: must be resize, signal or close_stdin, got {kind!r}", "type"
+                    )
+            except ValueError:
+                await websocket.send_json(
+                    {"type": "error", "detail": "a control message must be JSON", "field": "body"}
+                )
+            except EngineError as exc:
+                await websocket.send_json(
+                    {"type": "error", "detail": exc.detail, "field": exc.field}
+                )
+    except _Disconnected:
+        queue.put_nowait(_Disconnected)
+    except Exception:  # the session ends; its output side notices
+        queue.put_nowait(_Disconnected)
+
+
+async def _write_all(session: Session, data: bytes) -> None:
+    view = memoryview(data)
+    while view and session.stdin >= 0:
+        try:
+            view = view[os.write(session.stdin, view) :]
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+        except OSError:
+            return
+
+
+async def _run_session(websocket: WebSocket, session: Session) -> None:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    open_fds: set[int] = set()
+
+    def readable(fd: int, stream: str) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the pty's other side is gone
+            data = b""
+        if data:
+            queue.put_nowait((stream, data))
+            return
+        loop.remove_reader(fd)
+        open_fds.discard(fd)
+        if not open_fds:
+            queue.put_nowait(None)
+
+    for fd, stream in session.outputs:
+        open_fds.add(fd)
+        loop.add_reader(fd, readable, fd, stream)
+    inbound = asyncio.create_task(_session_inbound(websocket, session, queue))
+    try:
+        while (item := await queue.get()) is not None:
+            if item is _Disconnected:
+                return
+            stream, data = item
+            await websocket.send_bytes(data if session.tty else _STREAM_PREFIX[stream] + data)
+        rc = await anyio.to_thread.run_sync(session.wait)
+        await websocket.send_json({"type": "exit", "rc": rc})
+        await websocket.close()
+    finally:
+        inbound.cancel()
+        for fd in open_fds:
+            loop.remove_reader(fd)
 
 
 def _file_chunks(handle: Any) -> Iterator[bytes]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gantry.engine import bundle as bundles
-from gantry.engine import execs
+from gantry.engine import execs, sessions
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine.events import EventLog
@@ -928,6 +928,16 @@ class Engine:
         if status != "running":
             raise Conflict(f"container {row.name!r} is {status}, not running: cannot exec", "name")
         return execs.run_exec(self.runtime_root, row.id, request, self.tmp)
+
+    def start_session(self, key: str, raw: Mapping[str, Any]) -> sessions.Session:
+        """Start an interactive exec (see :mod:`.sessions`) in a running container."""
+        if not self.exec_available:
+            raise Unavailable("exec is not available on this agent yet")
+        row = self._row(key)
+        status = self.status(row)
+        if status != "running":
+            raise Conflict(f"container {row.name!r} is {status}, not running: cannot exec", "name")
+        return sessions.start_session(self.runtime_root, row.id, raw, self.tmp)
 
     def stats(self, key: str) -> dict[str, Any]:
         """The running container's cgroup statistics (runc's ``events --stats`` shape)."""

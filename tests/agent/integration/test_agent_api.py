@@ -680,3 +680,78 @@ def test_async_verbs_run_as_operations(agent: ags.Agent) -> None:
     }
     missing = agent.error("GET", "/v1/operations/nope")
     assert (missing.status, missing.field) == (404, "operation")
+
+
+def _session(
+    agent: ags.Agent, name: str, request: dict[str, Any], *sends: bytes | dict[str, Any]
+) -> tuple[bytes, list[Any]]:
+    """Run an interactive exec over the websocket; its output bytes and control messages."""
+    from websockets.sync.client import unix_connect
+
+    output = b""
+    controls: list[Any] = []
+    with unix_connect(str(agent.socket), f"ws://localhost/v1/containers/{name}/exec/ws") as ws:
+        ws.send(json.dumps(request))
+        for item in sends:
+            ws.send(item if isinstance(item, bytes) else json.dumps(item))
+        while True:
+            message = ws.recv(timeout=60)
+            if isinstance(message, str):
+                controls.append(json.loads(message))
+                if controls[-1]["type"] in ("exit",) or controls[-1].get("status_code"):
+                    break
+            else:
+                output += message
+    return output, controls
+
+
+def test_interactive_exec_over_a_websocket(agent: ags.Agent) -> None:
+    agent.put("shell", looping(agent, "shell"))
+    # With a terminal: the size given, then a resize, then the exit status.
+    output, controls = _session(
+        agent, "shell", {"command": ["sh"], "tty": True, "width": 100, "height": 30},
+        b"stty size; tty\n",
+        {"type": "resize", "width": 132, "height": 43},
+        b"sleep 0.3; stty size; exit 5\n",
+    )  # fmt: skip
+    text = output.decode(errors="replace")
+    assert "/dev/pts/" in text and "43 132" in text
+    assert controls[-1] == {"type": "exit", "rc": 5}
+    # Without one: stdin through a pipe, stdout and stderr tagged apart.
+    output, controls = _session(
+        agent, "shell", {"command": ["sh", "-c", "cat; echo err >&2; exit 2"]},
+        b"piped input\n", {"type": "close_stdin"},
+    )  # fmt: skip
+    assert output == b"\x01piped input\n\x02err\n"
+    assert controls == [{"type": "exit", "rc": 2}]
+    # Signals reach the process.
+    output, controls = _session(
+        agent,
+        "shell",
+        {"command": ["sh", "-c", "echo ready; sleep 100"]},
+        {"type": "signal", "signal": "KILL"},
+    )
+    assert controls[-1] == {"type": "exit", "rc": 137}
+    # Errors come back named, and a bad control message does not end the session.
+    _output, controls = _session(agent, "nobody", {"command": ["true"]})
+    assert controls == [
+        {
+            "type": "error",
+            "detail": "no container named 'nobody'",
+            "field": "name",
+            "status_code": 404,
+        }
+    ]
+    _output, controls = _session(agent, "shell", {"command": []})
+    assert controls[0]["field"] == "command" and controls[0]["status_code"] == 422
+    _output, controls = _session(
+        agent, "shell", {"command": ["sh", "-c", "read x; exit $x"]}, {"type": "dance"}, b"7\n"
+    )
+    assert controls == [
+        {
+            "type": "error",
+            "detail": "type: must be resize, signal or close_stdin, got 'dance'",
+            "field": "type",
+        },
+        {"type": "exit", "rc": 7},
+    ]
