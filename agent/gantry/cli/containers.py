@@ -252,13 +252,13 @@ def _logs(args: argparse.Namespace, client: AgentClient) -> int:
 
 
 def _exec(args: argparse.Namespace, client: AgentClient) -> int:
-    if args.interactive or args.tty:
-        raise AgentError(0, "exec -i/-t: interactive exec is not available yet", "-it")
     body: dict[str, Any] = {"command": args.command_args, "env": _pairs(args.env, "--env")}
     if args.user:
         body["user"] = args.user
     if args.workdir:
         body["workdir"] = args.workdir
+    if args.interactive or args.tty:
+        return _exec_session(args, client, body)
     result = client.request("POST", client.container_path(args.container, "exec"), body=body)
     sys.stdout.write(result["stdout"])
     sys.stderr.write(result["stderr"])
@@ -294,6 +294,66 @@ def _size(value: float) -> str:
             return f"{value:.1f}{unit}"
         value /= 1024
     return f"{value:.1f}TiB"
+
+
+def _exec_session(args: argparse.Namespace, client: AgentClient, body: dict[str, Any]) -> int:
+    """``exec -i``/``-it``: stream over the agent's websocket, this terminal in raw mode."""
+    import shutil
+    import signal
+    import termios
+    import threading
+    import tty as tty_module
+
+    body["tty"] = bool(args.tty)
+    if args.tty:
+        size = shutil.get_terminal_size()
+        body["width"], body["height"] = size.columns, size.lines
+    ws = client.websocket(client.container_path(args.container, "exec", "ws"))
+    saved = None
+    if args.tty and os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty_module.setraw(0)
+
+    def pump_stdin() -> None:
+        try:
+            while data := os.read(0, 65536):
+                ws.send(data)
+            if not args.tty:
+                ws.send(json.dumps({"type": "close_stdin"}))
+        except Exception:  # the session ended meanwhile: nothing to send to
+            return
+
+    def resize(_signum: int, _frame: Any) -> None:
+        size = shutil.get_terminal_size()
+        ws.send(json.dumps({"type": "resize", "width": size.columns, "height": size.lines}))
+
+    try:
+        ws.send(json.dumps(body))
+        if args.interactive:
+            threading.Thread(target=pump_stdin, daemon=True).start()
+        if args.tty:
+            signal.signal(signal.SIGWINCH, resize)
+        for message in ws:
+            if isinstance(message, bytes):
+                stream = sys.stdout.buffer
+                if not args.tty:
+                    stream = sys.stderr.buffer if message[:1] == b"\x02" else sys.stdout.buffer
+                    message = message[1:]
+                stream.write(message)
+                stream.flush()
+                continue
+            control = json.loads(message)
+            if control.get("type") == "exit":
+                return int(control["rc"])
+            if control.get("type") == "error":
+                raise AgentError(
+                    int(control.get("status_code", 400)), control["detail"], control.get("field")
+                )
+        return 255
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        ws.close()
 
 
 def register(subparsers: Any) -> None:
