@@ -361,7 +361,10 @@ def test_restart_policy_on_failure_counts_retries(agent: ags.Agent) -> None:
         ),
         what="two restarts",
     )
-    assert final["state"]["exit_code"] == 5
+    # Stopped for good once its last exit is recorded (wait returns then).
+    assert agent.req("POST", "/v1/containers/flaky/wait")["exit_code"] == 5
+    final = agent.req("GET", "/v1/containers/flaky")
+    assert final["state"]["exit_code"] == 5 and final["state"]["restart_count"] == 2
     actions = [
         json.loads(line)["action"]
         for line in b"".join(agent.client.stream("GET", "/v1/events")).splitlines()
