@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gantry.cli import runtime_cgroups
 from gantry.cli import runtime_exec as rx
 from gantry.linux import prctl, proc
 from gantry.runtime import console, tini
@@ -46,6 +47,7 @@ VERBS = (
     "pause",
     "resume",
 )
+"""runc's lifecycle verbs; ``update`` and ``events`` are in :mod:`.runtime_cgroups`."""
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -356,6 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps.add_argument("id")
     verb("pause", cmd_pause, "freeze every process of a container").add_argument("id")
     verb("resume", cmd_resume, "thaw a paused container").add_argument("id")
+    runtime_cgroups.add_verbs(verb)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +381,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         return handler(args)
     except (CommandError, st.StateError, sv.RuntimeError_, CgroupError) as exc:
+        message = str(exc)
+    except runtime_cgroups.ERRORS as exc:
         message = str(exc)
     except ShimMissingError as exc:
         message = str(exc)

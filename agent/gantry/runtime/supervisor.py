@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from gantry.linux import proc
 from gantry.runtime import console, hooks, saved
 from gantry.runtime import state as st
-from gantry.runtime.cgroups import Cgroup, CgroupError, open_cgroup
+from gantry.runtime.cgroups import Cgroup, CgroupError, apply_spec, open_cgroup
 from gantry.runtime.cgroups.layout import Layout
 from gantry.runtime.cgroups.path import DEFAULT_PARENT, cgroup_path_for
 from gantry.runtime.shim import LogOptions, shim_path
@@ -327,6 +327,8 @@ def _supervise(
         log_fds = _log_pipes(log_options, container_stdio) if log_options else None
         cgroup = open_cgroup(cgroup_path, cgroup_layout)
         _create_cgroup(cgroup)
+        # Limits and device rules are in force before the container's first process joins.
+        apply_spec(cgroup, spec, log)
         # No pid written to a cgroup.procs (an RCU grace period each): the first child
         # is forked into the v2 cgroup and moves itself into the v1 ones through
         # ``tasks`` (see process._first_child and gantry.linux.clone).
