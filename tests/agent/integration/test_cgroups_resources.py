@@ -361,3 +361,26 @@ def test_v2_hugetlb_limit_and_stats_for_real(unified: V2Cgroup) -> None:
     stats = unified.stats()
     assert stats.hugetlb["2MB"].usage == 0
     assert set(stats.hugetlb) >= {"2MB"}
+
+
+def test_events_streams_stats_and_ends_with_the_container(runtime: Runtime, tmp_path: Path) -> None:
+    cid = runtime.start("exec sleep 1000", {"pids": {"limit": 16}})
+    stream = tmp_path / "events"
+    with stream.open("wb") as out:
+        events = subprocess.Popen(
+            [str(RUNTIME), "--root", str(runtime.root), "events", "--interval", "50ms", cid],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: len(stream.read_text().splitlines()) >= 3, "three stats events")
+            runtime.ok("kill", cid, "KILL")
+            assert events.wait(timeout=WAIT) == 0  # it ends once the container has stopped
+        finally:
+            if events.poll() is None:
+                events.kill()
+                events.wait()
+    lines = [json.loads(line) for line in stream.read_text().splitlines()]
+    assert {(e["type"], e["id"]) for e in lines} == {("stats", cid)}
+    assert lines[0]["data"]["pids"] == {"current": 1, "limit": 16}
