@@ -642,17 +642,17 @@ def _write_file(write: Write) -> None:
         os.close(fd)
 
 
+# What the kernel answers for a cpuset outside the parent's (or the machine's) CPUs.
+_CPUSET_ERRORS: Final = (errno.EINVAL, errno.ENOSPC, errno.ERANGE)
+
+
 def _explain(write: Write, exc: OSError) -> str:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     text = f"writing {write.value!r} to {write.path}: {reason}"
     if write.file == "memory.limit_in_bytes" and exc.errno == errno.EBUSY:
         usage = _read_int(write.directory / "memory.usage_in_bytes")
         text += f" (the cgroup uses {usage} bytes now, more than the new limit)"
-    elif write.file.startswith("cpuset.") and exc.errno in (
-        errno.EINVAL,
-        errno.ENOSPC,
-        errno.ERANGE,
-    ):
+    elif write.file.startswith("cpuset.") and exc.errno in _CPUSET_ERRORS:
         parent = write.directory.parent / f"{write.file.replace('cpuset.', 'cpuset.effective_')}"
         with contextlib.suppress(OSError):
             text += f" (the parent cgroup has {read_str(parent).strip()!r})"
