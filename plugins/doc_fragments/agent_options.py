@@ -23,15 +23,16 @@ options:
         socket on the managed host; this is how a module reaches the agent of the host it
         runs on.
       - V(https://HOST:PORT) talks HTTPS to an agent served with C(--listen), authenticated
-        with O(client_cert)/O(client_key) or O(agent_token). Plain V(http://) is refused:
-        the agent serves TCP only with TLS.
+        with O(client_cert)/O(client_key) or O(agent_token). Plain C(http) URLs are refused,
+        because the agent serves TCP only with TLS.
       - If not set, the environment variable E(GANTRY_AGENT_URL) (or E(GANTRY_URL), which the
         C(gantry) command line also reads) is used.
     type: str
     default: unix:///run/gantry/agent.sock
   agent_token:
     description:
-      - A bearer token the agent accepts, sent as C(Authorization: Bearer ...).
+      - A bearer token the agent accepts, sent in the C(Authorization) header as
+        C(Bearer TOKEN).
       - If not set, the environment variable E(GANTRY_AGENT_TOKEN) (or E(GANTRY_TOKEN)) is used.
     type: str
   ca_path:
@@ -69,8 +70,8 @@ requirements:
   - Python on the managed host. The modules use ansible-core's own HTTP helpers; no Python
     package needs installing.
 notes:
-  - The options above can be set once for a play with
-    C(module_defaults: {group/gantry.fleet.gantry: {agent_url: ..., ...}}).
+  - The options above can be set once for a play, in C(module_defaults) under
+    C(group/gantry.fleet.gantry).
   - The agent's socket is readable by root (or the C(gantry) group) only, so run modules that
     use it with C(become) unless the remote user is in that group.
 """

@@ -271,15 +271,15 @@ class AgentClient:
     def request(self, method, path, body=None, query=None, timeout=None, ok=None):
         """Send one request; return an AgentResponse for a 2xx, raise AgentError otherwise.
 
-        ``path`` starts with ``/``; ``query`` is a dict (None values are left out, booleans
-        are sent as ``true``/``false``); ``body`` is sent as JSON. ``ok`` lists further
-        statuses to return instead of raising (for example ``(404,)``).
+        ``path`` starts with ``/``; ``query`` is a dict or a list of pairs (for repeated
+        keys; None values are left out, booleans are sent as ``true``/``false``); ``body``
+        is sent as JSON. ``ok`` lists further statuses to return instead of raising (for
+        example ``(404,)``).
         """
         url = self.base_url + path
         if query:
-            pairs = [
-                (key, _query_value(value)) for key, value in query.items() if value is not None
-            ]
+            items = query.items() if isinstance(query, dict) else query
+            pairs = [(key, _query_value(value)) for key, value in items if value is not None]
             if pairs:
                 url += "?" + urlencode(pairs)
         headers = {}
