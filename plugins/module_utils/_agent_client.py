@@ -26,10 +26,10 @@ import json
 import socket
 import ssl
 import time
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode, urlsplit
 
 from ansible.module_utils.basic import env_fallback
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import quote, urlencode, urlsplit
 from ansible.module_utils.urls import Request
 
 DEFAULT_AGENT_URL = "unix:///run/gantry/agent.sock"

@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 import shlex
 
 # module option -> dotted path in the agent's spec (for building and for naming errors).
@@ -225,7 +226,8 @@ def option_for_field(field):
         return "name"
     if not field.startswith("spec."):
         return None
-    path = field[len("spec.") :]
+    # The agent writes list positions as mounts[0].source; options know only dotted paths.
+    path = re.sub(r"\[(\d+)\]", r".\1", field[len("spec.") :])
     matches = [
         (len(option_path), option)
         for option, option_path in OPTION_FIELDS

@@ -48,6 +48,9 @@ def test_every_field_maps_back_to_its_option():
     [
         ("spec.resources.memory", "memory"),
         ("spec.mounts.2.source", "mounts"),
+        ("spec.mounts[2].source", "mounts"),
+        ("spec.capabilities.add[0]", "capabilities"),
+        ("spec.healthcheck.test", "healthcheck"),
         ("spec.network.mode", "network_mode"),
         ("spec.capabilities.add.0", "capabilities"),
         ("spec.capabilities.drop", "cap_drop"),
