@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from gantry import __version__
-from gantry.cli import checkconfig
+from gantry.cli import agent, checkconfig
 
-SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig,)
+SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, agent)
 
 Handler = Callable[[argparse.Namespace], int]
 

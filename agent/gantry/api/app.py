@@ -1,0 +1,398 @@
+"""The agent's FastAPI application: routes over the engine, errors in one shape.
+
+Every error body is ``{"detail": ..., "field": ...}`` (docs/api.md, "Errors"). Routes that
+block (the engine's verbs) are plain functions, which FastAPI runs in its thread pool, so
+one slow stop never holds up the event loop or another container's request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gantry import __version__
+from gantry.api import schemas
+from gantry.api.metrics import render_metrics
+from gantry.engine import Conflict, Engine, EngineError, Invalid, NotFound, Unavailable
+from gantry.engine import files as container_files
+from gantry.engine.info import host_info
+from gantry.engine.logs import parse_tail, read_log
+
+__all__ = ["MAX_UPLOAD", "create_app"]
+
+_log = logging.getLogger(__name__)
+
+MAX_UPLOAD = 1 << 30
+"""The largest tar archive accepted by ``PUT …/archive`` (bytes)."""
+
+_STATUS = {Invalid: 422, NotFound: 404, Conflict: 409, Unavailable: 404}
+
+
+def _error(
+    status: int, detail: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "field": field}, status_code=status, headers=headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+        prefix = ""
+    elif parts and parts[0] in ("query", "path", "header"):
+        prefix = f"{parts[0]}."
+        parts = parts[1:]
+    else:
+        prefix = ""
+    # pydantic adds the union member it tried ("str", "int"): not part of the field's name.
+    named = [
+        str(p)
+        for p in parts
+        if not (isinstance(p, str) and p in ("str", "int", "float", "bool", "function-after"))
+    ]
+    text = ""
+    for part in named:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return prefix + text if text else (prefix.rstrip(".") or "body")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EngineError)
+    async def engine_error(_request: Request, exc: EngineError) -> JSONResponse:
+        return _error(_STATUS.get(type(exc), 409), exc.detail, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+        if first.get("type") == "json_invalid":
+            return _error(400, "the body is not valid JSON", "body")
+        field = _field_of(tuple(first.get("loc", ())))
+        if first.get("type") == "model_attributes_type" or (
+            field == "body" and first.get("type") in ("dict_type", "model_type")
+        ):
+            return _error(400, "the body must be a JSON object", "body")
+        if first.get("type") == "extra_forbidden":
+            return _error(422, f"{field}: unknown field", field)
+        if first.get("type") == "missing":
+            return _error(422, f"{field}: is required", field)
+        return _error(422, f"{field}: {first.get('msg', 'invalid value')}", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "no such route"
+        return _error(exc.status_code, detail, None, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        _log.error("unexpected error", exc_info=exc)
+        return _error(500, "internal error in the agent; its log has the details", None)
+
+
+def _containers_router(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/v1/containers", tags=["containers"])
+
+    @router.get("")
+    def list_containers(
+        status: Annotated[list[str] | None, Query()] = None,
+        label: Annotated[list[str] | None, Query()] = None,
+        name: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return engine.list(statuses=status, labels=label, name=name)
+
+    @router.post("", status_code=201)
+    def create_container(body: schemas.CreateRequest) -> dict[str, Any]:
+        return engine.create(body.name, body.spec, start=body.start)
+
+    @router.put("/{name}")
+    def put_container(name: str, body: schemas.PutRequest) -> dict[str, Any]:
+        return engine.apply(name, body.spec, body.state, dry_run=body.dry_run)
+
+    @router.get("/{name}")
+    def inspect_container(name: str) -> dict[str, Any]:
+        return engine.inspect(name)
+
+    @router.delete("/{name}")
+    def remove_container(name: str, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+        return engine.remove(name, force=force, dry_run=dry_run)
+
+    @router.post("/{name}/start")
+    def start_container(name: str) -> dict[str, Any]:
+        return engine.start(name)
+
+    @router.post("/{name}/stop")
+    def stop_container(
+        name: str, body: Annotated[schemas.StopRequest | None, Body()] = None
+    ) -> dict[str, Any]:
+        body = body or schemas.StopRequest()
+        return engine.stop(name, body.signal, body.timeout)
+
+    @router.post("/{name}/restart")
+    def restart_container(
+        name: str, body: Annotated[schemas.RestartRequest | None, Body()] = None
+    ) -> dict[str, Any]:
+        body = body or schemas.RestartRequest()
+        return engine.restart(name, body.timeout)
+
+    @router.post("/{name}/kill")
+    def kill_container(
+        name: str, body: Annotated[schemas.KillRequest | None, Body()] = None
+    ) -> dict[str, Any]:
+        body = body or schemas.KillRequest()
+        return engine.kill(name, body.signal, body.all)
+
+    @router.post("/{name}/pause")
+    def pause_container(name: str) -> dict[str, Any]:
+        return engine.pause(name)
+
+    @router.post("/{name}/unpause")
+    def unpause_container(name: str) -> dict[str, Any]:
+        return engine.unpause(name)
+
+    @router.post("/{name}/wait")
+    def wait_container(
+        name: str, body: Annotated[schemas.WaitRequest | None, Body()] = None
+    ) -> dict[str, Any]:
+        body = body or schemas.WaitRequest()
+        return engine.wait(name, body.timeout)
+
+    @router.post("/{name}/exec")
+    def exec_in_container(name: str, body: schemas.ExecRequest) -> dict[str, Any]:
+        return engine.exec(name, body.model_dump())
+
+    @router.get("/{name}/logs", response_class=PlainTextResponse)
+    def container_logs(
+        name: str,
+        follow: bool = False,
+        tail: str = "all",
+        stdout: bool = True,
+        stderr: bool = True,
+        timestamps: bool = False,
+        format: str = "text",
+    ) -> Response:
+        lines = parse_tail(tail)
+        if timestamps:
+            raise Invalid(
+                "timestamps: the log has no timestamps on this agent yet", "query.timestamps"
+            )
+        if not (stdout and stderr):
+            raise Invalid(
+                "stdout/stderr: the log does not keep the streams apart on this agent yet",
+                "query.stdout" if not stdout else "query.stderr",
+            )
+        if format not in ("text", "json"):
+            raise Invalid(f"format: must be text or json, got {format!r}", "query.format")
+        row, path = engine.log_path(name)
+        chunks = read_log(
+            path,
+            tail=lines,
+            follow=follow,
+            running=lambda: engine.is_running(row.id),
+            stopping=lambda: engine.closing,
+        )
+        if format == "json":
+            return StreamingResponse(_json_lines(chunks), media_type="application/x-ndjson")
+        return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+
+    @router.get("/{name}/archive")
+    def get_archive(name: str, path: Annotated[str, Query(min_length=1)]) -> Response:
+        rootfs = engine.inspect(name)["spec"]["rootfs"]
+        spool = tempfile.TemporaryFile(dir=engine.tmp)  # noqa: SIM115 - the response closes it
+        try:
+            container_files.write_archive(rootfs, path, spool)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return StreamingResponse(_file_chunks(spool), media_type="application/x-tar")
+
+    @router.put("/{name}/archive")
+    async def put_archive(
+        name: str, request: Request, path: Annotated[str, Query(min_length=1)]
+    ) -> dict[str, Any]:
+        rootfs = (await anyio.to_thread.run_sync(engine.inspect, name))["spec"]["rootfs"]
+        spool = tempfile.TemporaryFile(dir=engine.tmp)  # noqa: SIM115 - closed below
+        try:
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    return _error(
+                        413, f"body: the archive is larger than {MAX_UPLOAD} bytes", "body"
+                    )  # type: ignore[return-value]
+                spool.write(chunk)
+            spool.seek(0)
+            written = await anyio.to_thread.run_sync(
+                container_files.extract_into, rootfs, path, spool
+            )
+        finally:
+            spool.close()
+        return {"changed": bool(written), "paths": written}
+
+    return router
+
+
+def _file_chunks(handle: Any) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(65536):
+            yield chunk
+
+
+def _json_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for chunk in chunks:
+        if not chunk:
+            yield b""
+            continue
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield _log_line(line)
+    if pending:
+        yield _log_line(pending)
+
+
+def _log_line(line: bytes) -> bytes:
+    record = {"time": None, "stream": "stdout", "text": line.decode("utf-8", "replace")}
+    return json.dumps(record).encode() + b"\n"
+
+
+def _event_lines(
+    engine: Engine, since: int, follow: bool, container: str | None
+) -> Iterator[bytes]:
+    for event in engine.events.stream(since, follow=follow, container=container):
+        yield b"" if event is None else json.dumps(event).encode() + b"\n"
+
+
+def _images_router() -> APIRouter:
+    router = APIRouter(tags=["images"])
+    detail = "images are not available on this agent yet"
+
+    def unavailable() -> None:
+        raise Unavailable(detail)
+
+    for method, path in (
+        ("GET", "/v1/images"),
+        ("GET", "/v1/images/{ref:path}"),
+        ("POST", "/v1/images/pull"),
+        ("POST", "/v1/images/push"),
+        ("POST", "/v1/images/import"),
+        ("POST", "/v1/images/prune"),
+        ("DELETE", "/v1/images/{ref:path}"),
+        ("POST", "/v1/containers/{name}/commit"),
+        ("GET", "/v1/operations/{operation}"),
+        ("DELETE", "/v1/operations/{operation}"),
+    ):
+        router.add_api_route(
+            path,
+            unavailable,
+            methods=[method],
+            status_code=404,
+            include_in_schema=True,
+            summary="not available yet",
+        )
+    return router
+
+
+def create_app(engine: Engine | Callable[[], Engine], *, close_engine: bool = True) -> FastAPI:
+    """The application; ``engine`` is an engine or a factory called at start-up (so the
+    engine's recovery runs inside the server's lifespan)."""
+    holder: dict[str, Engine] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        holder["engine"] = (
+            engine if isinstance(engine, Engine) else await anyio.to_thread.run_sync(engine)
+        )
+        yield
+        if close_engine:
+            await anyio.to_thread.run_sync(holder["engine"].close)
+
+    app = FastAPI(title="Gantry agent", version=__version__, lifespan=lifespan)
+    _install_error_handlers(app)
+    counters: dict[tuple[str, int], int] = {}
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response: Response = await call_next(request)
+        key = (request.method, response.status_code)
+        counters[key] = counters.get(key, 0) + 1
+        return response
+
+    class _Proxy:
+        """Routes are built before the engine exists; they reach it through this."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(holder["engine"], name)
+
+    the_engine: Engine = _Proxy()  # type: ignore[assignment]
+
+    @app.get("/livez", tags=["health"])
+    def livez() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> Response:
+        checks = {"database": "ok", "cgroups": "ok", "root": "ok"}
+        try:
+            the_engine.store.ping()
+        except Exception as exc:  # any failure means not ready, whatever it is
+            checks["database"] = str(exc)
+        try:
+            host_info(the_engine)
+        except Exception as exc:
+            checks["cgroups"] = str(exc)
+        if not the_engine.tmp.is_dir():
+            checks["root"] = f"{the_engine.tmp} is missing"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        started = time.monotonic()
+        text = render_metrics(the_engine, counters, started)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/info", tags=["info"])
+    def info() -> dict[str, Any]:
+        return host_info(the_engine)
+
+    @app.get("/v1/events", tags=["events"])
+    def events(
+        since: Annotated[int, Query(ge=0)] = 0,
+        follow: bool = False,
+        container: str | None = None,
+        type: str = "container",
+    ) -> Response:
+        if type != "container":
+            raise Invalid(f"type: only 'container' events exist, got {type!r}", "query.type")
+        return StreamingResponse(
+            _event_lines(the_engine, since, follow, container), media_type="application/x-ndjson"
+        )
+
+    app.include_router(_containers_router(the_engine))
+    app.include_router(_images_router())
+    return app
+
+
+def encode_output(data: bytes, encoding: str) -> str:
+    return (
+        base64.b64encode(data).decode() if encoding == "base64" else data.decode("utf-8", "replace")
+    )

@@ -1,0 +1,65 @@
+"""Request bodies at the HTTP edge. Strict: a wrong type is refused, never coerced, and an
+unknown field is an error naming it. The container spec itself stays a JSON object here:
+the engine's one normaliser validates it (see docs/api.md, "The container spec")."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CreateRequest",
+    "ExecRequest",
+    "KillRequest",
+    "PutRequest",
+    "RestartRequest",
+    "StopRequest",
+    "WaitRequest",
+]
+
+_SPEC_DOC = "The container spec: see docs/api.md. Exactly one of image and rootfs."
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PutRequest(_Body):
+    state: Literal["present", "running", "stopped"] = "running"
+    dry_run: bool = False
+    spec: dict[str, Any] = Field(description=_SPEC_DOC)
+
+
+class CreateRequest(_Body):
+    name: str
+    spec: dict[str, Any] = Field(description=_SPEC_DOC)
+    start: bool = False
+
+
+class StopRequest(_Body):
+    signal: str | int | None = None
+    timeout: float | int | None = Field(default=None, ge=0)
+
+
+class RestartRequest(_Body):
+    timeout: float | int | None = Field(default=None, ge=0)
+
+
+class KillRequest(_Body):
+    signal: str | int = "SIGKILL"
+    all: bool = False
+
+
+class WaitRequest(_Body):
+    timeout: float | int | None = Field(default=None, ge=0)
+
+
+class ExecRequest(_Body):
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    user: str | None = None
+    workdir: str | None = None
+    stdin: str = ""
+    timeout: float | int | None = Field(default=None, gt=0)
+    encoding: Literal["utf-8", "base64"] = "utf-8"

@@ -1,0 +1,167 @@
+"""``gantry agent serve`` and ``gantry agent token``.
+
+Settings come from ``/etc/gantry/agent.toml`` (``--config``), and every key is also a
+flag; a flag wins over the file. Keys: ``root``, ``socket``, ``listen``, ``tls_cert``,
+``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["DEFAULT_CONFIG", "load_settings", "register"]
+
+DEFAULT_CONFIG: Final = Path("/etc/gantry/agent.toml")
+DEFAULTS: Final[dict[str, str]] = {
+    "root": "/var/lib/gantry",
+    "socket": "/run/gantry/agent.sock",
+    "cgroup_parent": "/gantry",
+    "log_level": "info",
+}
+PATH_KEYS: Final = ("root", "socket", "tls_cert", "tls_key", "client_ca", "tokens")
+STRING_KEYS: Final = ("listen", "cgroup_parent", "log_level")
+LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names the key (and the file)."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "agent", help="the host agent (serve its HTTP API, manage tokens)"
+    )
+    verbs = parser.add_subparsers(dest="agent_command", metavar="VERB")
+    serve = verbs.add_parser(
+        "serve", help="serve the agent's API on a unix socket (and optionally TLS)"
+    )
+    serve.add_argument(
+        "--config", type=Path, help=f"TOML settings file (default {DEFAULT_CONFIG}, if it exists)"
+    )
+    serve.add_argument("--root", help=f"state directory (default {DEFAULTS['root']})")
+    serve.add_argument("--socket", help=f"unix socket path (default {DEFAULTS['socket']})")
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="also serve HTTPS on this address (needs TLS and client auth)",
+    )
+    serve.add_argument(
+        "--tls-cert", dest="tls_cert", metavar="FILE", help="server certificate (PEM)"
+    )
+    serve.add_argument("--tls-key", dest="tls_key", metavar="FILE", help="server private key (PEM)")
+    serve.add_argument(
+        "--client-ca", dest="client_ca", metavar="FILE", help="CA that signs client certificates"
+    )
+    serve.add_argument(
+        "--tokens", metavar="FILE", help="file of bearer token hashes (see `gantry agent token`)"
+    )
+    serve.add_argument(
+        "--cgroup-parent",
+        dest="cgroup_parent",
+        help=f"parent cgroup of containers (default {DEFAULTS['cgroup_parent']})",
+    )
+    serve.add_argument(
+        "--log-level", dest="log_level", choices=LOG_LEVELS, help="log level (default info)"
+    )
+    serve.set_defaults(handler=_serve)
+    token = verbs.add_parser(
+        "token", help="make a bearer token and append its hash to a token file"
+    )
+    token.add_argument(
+        "--tokens", required=True, metavar="FILE", help="the token file the agent reads (--tokens)"
+    )
+    token.set_defaults(handler=_token)
+    parser.set_defaults(handler=lambda _args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def load_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the TOML file, then the flags."""
+    settings: dict[str, Any] = dict(DEFAULTS)
+    path: Path | None = args.config
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+        for key, value in data.items():
+            if key not in PATH_KEYS + STRING_KEYS:
+                raise SettingsError(
+                    f"{path}: unknown key {key!r} (known: {', '.join(PATH_KEYS + STRING_KEYS)})"
+                )
+            if not isinstance(value, str):
+                raise SettingsError(f"{path}: {key} must be a string, got {value!r}")
+            settings[key] = value
+    for key in PATH_KEYS + STRING_KEYS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if settings["log_level"] not in LOG_LEVELS:
+        raise SettingsError(
+            f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {settings['log_level']!r}"
+        )
+    for key in PATH_KEYS:
+        if settings.get(key) is not None:
+            settings[key] = Path(settings[key]).absolute()
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gantry.api.auth import TokenFileError
+    from gantry.api.server import ServeError, ServerSettings, serve
+    from gantry.engine import EngineError
+
+    try:
+        settings = load_settings(args)
+    except SettingsError as exc:
+        print(f"gantry agent serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings["log_level"].upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if os.geteuid() != 0:
+        print(
+            "gantry agent serve: must run as root (it creates namespaces, mounts and cgroups)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return serve(ServerSettings(**settings))
+    except (ServeError, TokenFileError) as exc:
+        print(f"gantry agent serve: {exc}", file=sys.stderr)
+        return 2
+    except EngineError as exc:
+        print(f"gantry agent serve: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+def _token(args: argparse.Namespace) -> int:
+    from gantry.api.auth import new_token
+
+    token, line = new_token()
+    path = Path(args.tokens)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    print(token)
+    print(
+        f"gantry agent token: its hash is appended to {path}; the agent reads it at start-up",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,837 @@
+"""The engine: desired-state containers on top of the container core.
+
+Layout under ``root`` (see ARCHITECTURE.md)::
+
+    state.db              SQLite (WAL): containers and events
+    containers/<id>/      the bundle: config.json, container.log
+    runtime/<id>/         the runtime's state directory (state.json, exit.json, the shim)
+    tmp/                  staging; emptied at start-up
+
+A container the engine calls ``created`` exists as a database row and a bundle; it gets a
+runtime container (a supervised init) when it starts, and loses it again once it has
+stopped and its exit is recorded. The runtime's shim, not the agent, is the parent of
+every container: killing the agent changes nothing for them, and ``open`` re-adopts them.
+
+Concurrency: every verb on one container holds that container's lock (by name), so
+requests on one container serialise and requests on different containers run in parallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from gantry.engine import bundle as bundles
+from gantry.engine import spec as specs
+from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
+from gantry.engine.events import EventLog
+from gantry.engine.monitor import ExitMonitor
+from gantry.engine.plan import plan
+from gantry.engine.store import ContainerRow, Store
+from gantry.runtime import state as st
+from gantry.runtime import supervisor
+from gantry.runtime.cgroups import Cgroup, CgroupError
+from gantry.runtime.process import ContainerInitError
+from gantry.runtime.spec import SpecError
+
+__all__ = ["RUNNING_STATES", "Engine"]
+
+_log = logging.getLogger(__name__)
+
+RUNNING_STATES: Final = ("running", "paused")
+BACKOFF_FIRST: Final = 0.1
+BACKOFF_MAX: Final = 60.0
+BACKOFF_RESET_AFTER: Final = 10.0
+"""A container that ran this long before exiting starts its back-off from the beginning."""
+
+_STEP_FIELDS: Final = {
+    "exec": "spec.command",
+    "cwd": "spec.workdir",
+    "user": "spec.user",
+    "rootfs": "spec.mounts",
+    "sysctl": "spec.sysctls",
+    "hostname": "spec.hostname",
+    "capabilities": "spec.capabilities",
+}
+
+
+def _apply_overridden() -> bool:
+    """Whether the runtime can change a live cgroup's limits (the cgroups work, issue 4):
+    until then ``Cgroup.apply`` is the base class's, which raises NotImplementedError."""
+    from gantry.runtime.cgroups import v1, v2
+
+    return any(
+        getattr(cls, "apply", None) is not Cgroup.apply
+        for module in (v1, v2)
+        for cls in vars(module).values()
+        if isinstance(cls, type) and issubclass(cls, Cgroup) and cls is not Cgroup
+    )
+
+
+class Engine:
+    def __init__(self, root: Path, *, cgroup_parent: str = "/gantry") -> None:
+        self.root = root
+        self.cgroup_parent = cgroup_parent
+        self.containers_dir = root / "containers"
+        self.runtime_root = root / "runtime"
+        self.tmp = root / "tmp"
+        self.started_at = st.now_rfc3339()
+        self.started_monotonic = time.monotonic()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._exit_cond = threading.Condition()
+        self._restart_timers: dict[str, threading.Timer] = {}
+        self._backoff: dict[str, float] = {}
+        self.closing = False
+        self.resources_in_place = _apply_overridden()
+        self.restarts_total = 0
+        for directory in (root, self.containers_dir, self.runtime_root):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(mode=0o700)
+        self.store = Store(root / "state.db")
+        self.events = EventLog(self.store)
+        self.monitor = ExitMonitor(self._on_exit)
+        self.recover()
+
+    def close(self) -> None:
+        """Stop the engine's threads; the containers keep running."""
+        self.closing = True
+        for timer in list(self._restart_timers.values()):
+            timer.cancel()
+        self.events.close()
+        self.monitor.close()
+        self.store.close()
+
+    # --- locks and lookups ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            yield
+
+    def _row(self, key: str) -> ContainerRow:
+        row = self.store.get(key)
+        if row is None:
+            raise NotFound(f"no container named {key!r}", "name")
+        return row
+
+    @contextlib.contextmanager
+    def _container(self, key: str) -> Iterator[ContainerRow]:
+        name = self._row(key).name
+        with self._locked(name):
+            yield self._row(name)
+
+    def _runtime(self, row: ContainerRow) -> supervisor.Container | None:
+        try:
+            return supervisor.find(self.runtime_root, row.id)
+        except st.StateError:
+            return None
+
+    def status(self, row: ContainerRow, runtime: supervisor.Container | None = None) -> str:
+        runtime = runtime if runtime is not None else self._runtime(row)
+        if runtime is not None and runtime.status in RUNNING_STATES:
+            return runtime.status
+        if runtime is not None and runtime.status in ("created", "creating"):
+            return "created"  # only while a start is under way
+        if row.id in self._restart_timers:
+            return "restarting"
+        return "created" if row.started_at is None else "stopped"
+
+    def bundle_dir(self, row: ContainerRow) -> Path:
+        return self.containers_dir / row.id
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Reconcile the database, the disk and the kernel after a start (or a crash):
+        re-adopt running containers, record exits that happened meanwhile, apply restart
+        policies, and remove what a crash left half-done."""
+        rows = {row.id: row for row in self.store.containers()}
+        for entry in list(self.containers_dir.iterdir()):
+            if entry.name not in rows:  # staged by a create that never committed
+                _log.info("removing the bundle %s: no container owns it", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+        for runtime in supervisor.list_containers(self.runtime_root):
+            if runtime.id not in rows:
+                _log.info("removing the runtime container %s: no container owns it", runtime.id)
+                self._delete_runtime(runtime)
+        for row in rows.values():
+            with self._locked(row.name):
+                self._recover_one(row)
+
+    def _recover_one(self, row: ContainerRow) -> None:
+        runtime = self._runtime(row)
+        policy = row.spec["restart_policy"]["name"]
+        if runtime is not None and runtime.status in RUNNING_STATES and runtime.state is not None:
+            self.monitor.watch(row.id, runtime.state.pid, runtime.state.start_time)
+            self.events.emit("adopt", row.name, row.id, pid=runtime.state.pid)
+            return
+        if runtime is not None and runtime.status in ("created", "creating"):
+            # The agent died between create and start: nothing of the user's ran yet.
+            self._delete_runtime(runtime)
+            runtime = None
+            if row.started_at is not None and not row.stopped_by_user and policy != "no":
+                self._launch(row, restart=True)
+            return
+        if runtime is not None:  # stopped while the agent was down
+            record = self._finish(row, runtime, event="exit_while_down")
+            row = self._row(row.id)
+            if self._should_restart(row, record, at_startup=True):
+                self._schedule_restart(row, delay=0.0)
+            return
+        was_running = row.started_at is not None and row.finished_at is None
+        if was_running:  # its runtime state is gone: no exit status to be had
+            self.store.update(row.id, finished_at=st.now_rfc3339(), exit_code=None)
+            self.events.emit("exit_while_down", row.name, row.id, exit_code=None)
+            row = self._row(row.id)
+        if row.started_at is not None and self._should_restart(row, None, at_startup=True):
+            self._schedule_restart(row, delay=0.0)
+
+    # --- restart policies ----------------------------------------------------------------
+
+    def _should_restart(
+        self, row: ContainerRow, record: st.ExitRecord | None, *, at_startup: bool = False
+    ) -> bool:
+        policy = row.spec["restart_policy"]
+        name = policy["name"]
+        if self.closing or name == "no":
+            return False
+        if row.stopped_by_user:
+            # Docker's meaning: `always` comes back when the daemon starts, `unless-stopped` not.
+            return name == "always" and at_startup
+        if name in ("always", "unless-stopped"):
+            return True
+        exit_code = row.exit_code if record is None else record.exit_code
+        if exit_code == 0:
+            return False
+        retries = int(policy["max_retries"])
+        return retries == 0 or row.restart_count < retries
+
+    def _schedule_restart(self, row: ContainerRow, delay: float | None = None) -> None:
+        if delay is None:
+            delay = self._backoff.get(row.id, BACKOFF_FIRST / 2) * 2
+            delay = min(max(delay, BACKOFF_FIRST), BACKOFF_MAX)
+        self._backoff[row.id] = max(delay, BACKOFF_FIRST / 2)
+        timer = threading.Timer(delay, self._restart_due, args=(row.name, row.id))
+        timer.daemon = True
+        old = self._restart_timers.pop(row.id, None)
+        if old is not None:
+            old.cancel()
+        self._restart_timers[row.id] = timer
+        timer.start()
+
+    def _cancel_restart(self, row: ContainerRow) -> None:
+        timer = self._restart_timers.pop(row.id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _restart_due(self, name: str, container_id: str) -> None:
+        if self.closing:
+            return
+        try:
+            with self._locked(name):
+                self._restart_timers.pop(container_id, None)
+                row = self.store.get(container_id)
+                if row is None or (
+                    row.stopped_by_user and row.spec["restart_policy"]["name"] != "always"
+                ):
+                    return
+                runtime = self._runtime(row)
+                if runtime is not None and runtime.status in RUNNING_STATES:
+                    return
+                self._launch(row, restart=True)
+        except EngineError as exc:
+            _log.warning("container %s: restart failed: %s", name, exc.detail)
+            row = self.store.get(container_id)
+            if row is not None:
+                self.store.update(row.id, restart_count=row.restart_count + 1)
+                if self._should_restart(self._row(row.id), None):
+                    self._schedule_restart(self._row(row.id))
+        except Exception:
+            _log.exception("container %s: restart failed", name)
+
+    # --- exits ---------------------------------------------------------------------------
+
+    def _on_exit(self, container_id: str) -> None:
+        row = self.store.get(container_id)
+        if row is None:
+            return
+        with self._locked(row.name):
+            row = self.store.get(container_id)
+            if row is None:
+                return
+            runtime = self._runtime(row)
+            if runtime is None or runtime.status in RUNNING_STATES:
+                return  # handled already (a stop), or started again
+            record = self._finish(row, runtime, event="die")
+            row = self._row(row.id)
+            if self._should_restart(row, record):
+                self._schedule_restart(row)
+
+    def _finish(
+        self, row: ContainerRow, runtime: supervisor.Container, *, event: str
+    ) -> st.ExitRecord | None:
+        """Record the exit of a stopped runtime container and delete it (its cgroup and
+        state directory); the database keeps the status."""
+        record: st.ExitRecord | None = None
+        if runtime.state is not None:
+            with contextlib.suppress(st.StateError):
+                record = supervisor.wait_exit(runtime, timeout=supervisor.EXIT_TIMEOUT)
+        finished = st.now_rfc3339()
+        exit_code = None if record is None else record.exit_code
+        exit_signal = None if record is None or not record.signal else record.signal
+        ran_for = None
+        if row.started_at is not None and record is not None:
+            ran_for = record.finished_ns / 1e9 - _parse_time(row.started_at)
+        if ran_for is not None and ran_for >= BACKOFF_RESET_AFTER:
+            self._backoff.pop(row.id, None)
+        self.store.update(
+            row.id, finished_at=finished, exit_code=exit_code, exit_signal=exit_signal
+        )
+        self._delete_runtime(runtime)
+        self.events.emit(event, row.name, row.id, exit_code=exit_code)
+        with self._exit_cond:
+            self._exit_cond.notify_all()
+        return record
+
+    def _delete_runtime(self, runtime: supervisor.Container) -> None:
+        try:
+            with supervisor.locked(self.runtime_root, runtime.id) as fresh:
+                supervisor.delete(fresh, force=True)
+        except st.StateError:
+            pass
+        except (supervisor.RuntimeError_, CgroupError, OSError) as exc:
+            _log.warning("container %s: cleaning up its runtime state: %s", runtime.id, exc)
+
+    # --- create, start ----------------------------------------------------------------------
+
+    def _create_locked(
+        self, name: str, spec: Mapping[str, Any], desired_state: str = "present"
+    ) -> ContainerRow:
+        if self.store.get(name) is not None:
+            raise Conflict(f"a container named {name!r} exists already", "name")
+        container_id = uuid.uuid4().hex
+        config = bundles.config_for(spec, container_id, self.cgroup_parent)
+        try:
+            bundles.spec_from_data(config)
+        except SpecError as exc:
+            raise Invalid(
+                f"spec: the runtime refuses the container's configuration: {exc}", "spec"
+            ) from None
+        staged = self.tmp / container_id
+        staged.mkdir(mode=0o700)
+        try:
+            st.write_atomic(staged / bundles.CONFIG_FILE, json.dumps(config, indent=2), mode=0o600)
+            (staged / bundles.LOG_FILE).touch(mode=0o600)
+            row = ContainerRow(
+                id=container_id,
+                name=name,
+                spec=dict(spec),
+                created_at=st.now_rfc3339(),
+                desired_state=desired_state,
+            )
+            # Rename, then commit: a crash between the two leaves a bundle without a row,
+            # which the next start-up removes.
+            final = self.containers_dir / container_id
+            staged.rename(final)
+            try:
+                with self.store.transaction() as db:
+                    self.store.insert(db, row)
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        self.events.emit("create", name, container_id)
+        return row
+
+    def _launch(self, row: ContainerRow, *, restart: bool = False) -> None:
+        """Create the runtime container for ``row`` and start it."""
+        leftover = self._runtime(row)
+        if leftover is not None:
+            self._delete_runtime(leftover)
+        directory = self.bundle_dir(row)
+        spec = bundles.spec_for(directory)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        log = os.open(
+            directory / bundles.LOG_FILE,
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            try:
+                recorded = supervisor.create(
+                    self.runtime_root, row.id, bundle=directory, spec=spec, stdio=(null, log, log)
+                )
+            except ContainerInitError as exc:
+                raise Invalid(
+                    f"the container cannot start: {exc.step}: {exc.message}",
+                    _STEP_FIELDS.get(exc.step, "spec"),
+                ) from None
+            except (supervisor.RuntimeError_, st.StateError, CgroupError) as exc:
+                raise Conflict(f"the container cannot start: {exc}") from None
+        finally:
+            os.close(null)
+            os.close(log)
+        try:
+            with supervisor.locked(self.runtime_root, row.id) as runtime:
+                supervisor.start(runtime)
+        except (supervisor.RuntimeError_, st.StateError) as exc:
+            self._delete_runtime_id(row.id)
+            raise Conflict(f"the container cannot start: {exc}") from None
+        changes: dict[str, Any] = {
+            "started_at": st.now_rfc3339(),
+            "finished_at": None,
+            "exit_code": None,
+            "exit_signal": None,
+            "stopped_by_user": False,
+        }
+        if restart:
+            changes["restart_count"] = row.restart_count + 1
+            self.restarts_total += 1
+        self.store.update(row.id, **changes)
+        self.monitor.watch(row.id, recorded.pid, recorded.start_time)
+        if restart:
+            self.events.emit("restart", row.name, row.id, restart_count=changes["restart_count"])
+        self.events.emit("start", row.name, row.id, pid=recorded.pid)
+
+    def _delete_runtime_id(self, container_id: str) -> None:
+        with contextlib.suppress(st.StateError):
+            self._delete_runtime(supervisor.find(self.runtime_root, container_id))
+
+    def _start_locked(self, row: ContainerRow) -> bool:
+        status = self.status(row)
+        if status in ("running",):
+            return False
+        if status == "paused":
+            raise Conflict(f"container {row.name!r} is paused: unpause it", "name")
+        self._cancel_restart(row)
+        self._launch(row)
+        return True
+
+    def _stop_locked(
+        self,
+        row: ContainerRow,
+        sig: str | None = None,
+        timeout: float | None = None,
+        *,
+        user: bool = True,
+    ) -> tuple[bool, int | None]:
+        self._cancel_restart(row)
+        if user:
+            self.store.update(row.id, stopped_by_user=True)
+        runtime = self._runtime(row)
+        if runtime is None or runtime.status not in RUNNING_STATES or runtime.state is None:
+            if runtime is not None:
+                self._finish(row, runtime, event="die")
+            return False, self._row(row.id).exit_code
+        number = int(signal.Signals[specs.signal_name(sig or row.spec["stop_signal"], "signal")])
+        wait_for = row.spec["stop_timeout"] if timeout is None else timeout
+        with contextlib.suppress(supervisor.RuntimeError_):
+            supervisor.kill(runtime, number)
+        if runtime.status == "paused":
+            with contextlib.suppress(supervisor.RuntimeError_, CgroupError):
+                supervisor.resume(runtime)
+        record = supervisor.wait_exit(runtime, timeout=wait_for)
+        if record is None:
+            with contextlib.suppress(CgroupError, supervisor.RuntimeError_):
+                runtime.cgroup().kill_all(signal.SIGKILL)
+        fresh = self._runtime(row)
+        if fresh is not None:
+            self._finish(row, fresh, event="die")
+        self.events.emit("stop", row.name, row.id)
+        return True, self._row(row.id).exit_code
+
+    def _remove_locked(self, row: ContainerRow) -> None:
+        self._cancel_restart(row)
+        runtime = self._runtime(row)
+        if runtime is not None:
+            self._delete_runtime(runtime)
+        directory = self.bundle_dir(row)
+        doomed = self.tmp / f"remove-{row.id}"
+        with contextlib.suppress(FileNotFoundError):
+            directory.rename(doomed)
+        with self.store.transaction() as db:
+            self.store.delete(db, row.id)
+        shutil.rmtree(doomed, ignore_errors=True)
+        self._backoff.pop(row.id, None)
+        self.events.emit("destroy", row.name, row.id)
+        with self._exit_cond:
+            self._exit_cond.notify_all()
+
+    # --- the verbs -------------------------------------------------------------------------
+
+    def create(self, name: str, raw_spec: Any, *, start: bool = False) -> dict[str, Any]:
+        specs.validate_name(name)
+        spec = specs.normalise(raw_spec, name=name)
+        with self._locked(name):
+            row = self._create_locked(name, spec, "running" if start else "present")
+            if start:
+                self._launch(row)
+            return self._inspect(self._row(row.id))
+
+    def start(self, key: str) -> dict[str, Any]:
+        with self._container(key) as row:
+            changed = self._start_locked(row)
+            return {"changed": changed, "container": self._inspect(self._row(row.id))}
+
+    def stop(self, key: str, sig: Any = None, timeout: Any = None) -> dict[str, Any]:
+        if sig is not None:
+            specs.signal_name(sig, "signal")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise Invalid(f"timeout: must be a number of seconds >= 0, got {timeout!r}", "timeout")
+        with self._container(key) as row:
+            changed, exit_code = self._stop_locked(row, sig, timeout)
+            return {
+                "changed": changed,
+                "exit_code": exit_code,
+                "container": self._inspect(self._row(row.id)),
+            }
+
+    def restart(self, key: str, timeout: Any = None) -> dict[str, Any]:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise Invalid(f"timeout: must be a number of seconds >= 0, got {timeout!r}", "timeout")
+        with self._container(key) as row:
+            if self.status(row) == "paused":
+                raise Conflict(f"container {row.name!r} is paused: unpause it", "name")
+            self._stop_locked(row, None, timeout)
+            self._launch(self._row(row.id))
+            return {"changed": True, "container": self._inspect(self._row(row.id))}
+
+    def kill(self, key: str, sig: Any = "SIGKILL", all_processes: bool = False) -> dict[str, Any]:
+        name = specs.signal_name(sig, "signal")
+        with self._container(key) as row:
+            runtime = self._runtime(row)
+            if runtime is None or runtime.status not in RUNNING_STATES:
+                raise Conflict(
+                    f"container {row.name!r} is {self.status(row, runtime)}: nothing to signal",
+                    "name",
+                )
+            if name in ("SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT"):
+                self.store.update(row.id, stopped_by_user=True)
+            try:
+                supervisor.kill(runtime, int(signal.Signals[name]), all_processes=all_processes)
+            except (supervisor.RuntimeError_, CgroupError) as exc:
+                raise Conflict(str(exc), "name") from None
+            self.events.emit("kill", row.name, row.id, signal=name)
+            return {"changed": True}
+
+    def pause(self, key: str) -> dict[str, Any]:
+        with self._container(key) as row:
+            runtime = self._runtime(row)
+            if runtime is not None and runtime.status == "paused":
+                return {"changed": False}
+            if runtime is None or runtime.status != "running":
+                raise Conflict(
+                    f"container {row.name!r} is {self.status(row, runtime)}: cannot pause it",
+                    "name",
+                )
+            try:
+                supervisor.pause(runtime)
+            except (supervisor.RuntimeError_, CgroupError) as exc:
+                raise Conflict(str(exc), "name") from None
+            self.events.emit("pause", row.name, row.id)
+            return {"changed": True}
+
+    def unpause(self, key: str) -> dict[str, Any]:
+        with self._container(key) as row:
+            return {"changed": self._unpause_locked(row)}
+
+    def _unpause_locked(self, row: ContainerRow) -> bool:
+        runtime = self._runtime(row)
+        if runtime is not None and runtime.status == "running":
+            return False
+        if runtime is None or runtime.status != "paused":
+            raise Conflict(
+                f"container {row.name!r} is {self.status(row, runtime)}: cannot unpause it", "name"
+            )
+        try:
+            supervisor.resume(runtime)
+        except (supervisor.RuntimeError_, CgroupError) as exc:
+            raise Conflict(str(exc), "name") from None
+        self.events.emit("unpause", row.name, row.id)
+        return True
+
+    def wait(self, key: str, timeout: Any = None) -> dict[str, Any]:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise Invalid(f"timeout: must be a number of seconds >= 0, got {timeout!r}", "timeout")
+        row = self._row(key)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._exit_cond:
+            while True:
+                current = self.store.get(row.id)
+                if current is None:
+                    return {"exit_code": row.exit_code, "timed_out": False, "status": "removed"}
+                status = self.status(current)
+                if status not in ("running", "paused", "restarting") or self.closing:
+                    return {"exit_code": current.exit_code, "timed_out": False, "status": status}
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return {"exit_code": None, "timed_out": True, "status": status}
+                self._exit_cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    def remove(self, key: str, *, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+        with self._container(key) as row:
+            status = self.status(row)
+            running = status in ("running", "paused")
+            if running and not force:
+                raise Conflict(
+                    f"container {row.name!r} is {status}: stop it first, or use force", "force"
+                )
+            before = {"state": status, "spec": row.spec}
+            actions = ["stop", "remove"] if running else ["remove"]
+            result = {
+                "changed": True,
+                "actions": actions,
+                "diff": {"before": before, "after": None, "fields": ["state"]},
+            }
+            if dry_run:
+                return result
+            if running:
+                self._stop_locked(row)
+            self._remove_locked(self._row(row.id))
+            return result
+
+    # --- desired state -----------------------------------------------------------------------
+
+    def apply(
+        self, name: str, raw_spec: Any, state: Any = "running", *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Converge the container ``name`` to ``raw_spec`` in ``state``; see docs/api.md."""
+        specs.validate_name(name)
+        if not isinstance(state, str):
+            raise Invalid(f"state: must be present, running or stopped, got {state!r}", "state")
+        desired = specs.normalise(raw_spec, name=name)
+        with self._locked(name):
+            row = self.store.get(name)
+            status = None if row is None else self.status(row)
+            the_plan = plan(
+                None if row is None else row.spec,
+                status,
+                desired,
+                state,
+                resources_in_place=self.resources_in_place,
+            )
+            after_status = _predict(status, the_plan.actions)
+            fields = [f"spec.{field}" for field in the_plan.fields]
+            if status != after_status:
+                fields.append("state")
+            result: dict[str, Any] = {
+                "changed": bool(the_plan.actions),
+                "actions": list(the_plan.actions),
+                "diff": {
+                    "before": None if row is None else {"state": status, "spec": row.spec},
+                    "after": {"state": after_status, "spec": desired},
+                    "fields": fields,
+                },
+            }
+            if dry_run:
+                result["container"] = None if row is None else self._inspect(row)
+                return result
+            for action in the_plan.actions:
+                row = self._act(action, name, row, desired, state)
+            assert row is not None
+            if row.desired_state != state:
+                self.store.update(row.id, desired_state=state)
+            result["container"] = self._inspect(self._row(row.id))
+            return result
+
+    def _act(
+        self, action: str, name: str, row: ContainerRow | None, desired: dict[str, Any], state: str
+    ) -> ContainerRow:
+        if action == "create":
+            return self._create_locked(name, desired, state)
+        assert row is not None
+        if action == "recreate":
+            if self.status(row) in ("running", "paused"):
+                self._stop_locked(row)  # with the old stop signal and timeout
+            self._remove_locked(self._row(row.id))
+            return self._create_locked(name, desired, state)
+        if action == "update":
+            self._update_locked(row, desired)
+        elif action == "start":
+            self._start_locked(row)
+        elif action == "stop":
+            self._stop_locked(row)
+        elif action == "unpause":
+            self._unpause_locked(row)
+        return self._row(row.id)
+
+    def _update_locked(self, row: ContainerRow, desired: dict[str, Any]) -> None:
+        changed_resources = row.spec["resources"] != desired["resources"]
+        config = bundles.config_for(desired, row.id, self.cgroup_parent)
+        if changed_resources:
+            runtime = self._runtime(row)
+            if runtime is not None and runtime.status in RUNNING_STATES:
+                try:
+                    runtime.cgroup().apply(bundles.spec_from_data(config).linux.resources)  # type: ignore[union-attr,arg-type]
+                except (CgroupError, OSError) as exc:
+                    raise Invalid(
+                        f"spec.resources: the kernel refused the new limits: {exc}",
+                        "spec.resources",
+                    ) from None
+        st.write_atomic(
+            self.bundle_dir(row) / bundles.CONFIG_FILE, json.dumps(config, indent=2), mode=0o600
+        )
+        self.store.update(row.id, spec=desired)
+        if desired["restart_policy"] != row.spec["restart_policy"]:
+            self._backoff.pop(row.id, None)
+        self.events.emit("update", row.name, row.id)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def inspect(self, key: str) -> dict[str, Any]:
+        return self._inspect(self._row(key))
+
+    def _inspect(self, row: ContainerRow) -> dict[str, Any]:
+        runtime = self._runtime(row)
+        status = self.status(row, runtime)
+        pid = (
+            runtime.state.pid
+            if runtime is not None and runtime.state is not None and status in RUNNING_STATES
+            else None
+        )
+        directory = self.bundle_dir(row)
+        cgroup = (
+            runtime.state.cgroup
+            if runtime is not None and runtime.state is not None
+            else f"{self.cgroup_parent.rstrip('/')}/{row.id}"
+        )
+        return {
+            "id": row.id,
+            "name": row.name,
+            "created_at": row.created_at,
+            "spec": row.spec,
+            "desired_state": row.desired_state,
+            "state": {
+                "status": status,
+                "running": status in RUNNING_STATES,
+                "paused": status == "paused",
+                "pid": pid,
+                "exit_code": row.exit_code,
+                "signal": None if row.exit_signal is None else signal.Signals(row.exit_signal).name,
+                "started_at": row.started_at,
+                "finished_at": row.finished_at,
+                "restart_count": row.restart_count,
+                "stopped_by_user": row.stopped_by_user,
+                "health": {"status": "none", "failing_streak": 0, "log": []},
+            },
+            "paths": {
+                "bundle": str(directory),
+                "rootfs": row.spec["rootfs"],
+                "log": str(directory / bundles.LOG_FILE),
+            },
+            "cgroup": cgroup,
+        }
+
+    def list(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        labels: list[str] | None = None,
+        name: str | None = None,
+    ) -> list[dict[str, Any]]:
+        known = ("created", "running", "paused", "stopped", "restarting")
+        for index, wanted in enumerate(statuses or []):
+            if wanted not in known:
+                raise Invalid(
+                    f"status: must be one of {', '.join(known)}, got {wanted!r}",
+                    f"query.status[{index}]",
+                )
+        label_filters: list[tuple[str, str | None]] = []
+        for text in labels or []:
+            key, sep, value = text.partition("=")
+            if not key:
+                raise Invalid(f"label: must be KEY or KEY=VALUE, got {text!r}", "query.label")
+            label_filters.append((key, value if sep else None))
+        out: list[dict[str, Any]] = []
+        for row in self.store.containers():
+            if name is not None and name not in row.name:
+                continue
+            if any(
+                key not in row.spec["labels"]
+                or (value is not None and row.spec["labels"][key] != value)
+                for key, value in label_filters
+            ):
+                continue
+            runtime = self._runtime(row)
+            status = self.status(row, runtime)
+            if statuses and status not in statuses:
+                continue
+            out.append(
+                {
+                    "id": row.id,
+                    "name": row.name,
+                    "status": status,
+                    "pid": runtime.state.pid
+                    if runtime is not None
+                    and runtime.state is not None
+                    and status in RUNNING_STATES
+                    else None,
+                    "exit_code": row.exit_code,
+                    "created_at": row.created_at,
+                    "started_at": row.started_at,
+                    "labels": row.spec["labels"],
+                    "image": row.spec["image"],
+                    "rootfs": row.spec["rootfs"],
+                    "command": [*row.spec["entrypoint"], *row.spec["command"]],
+                }
+            )
+        return out
+
+    def log_path(self, key: str) -> tuple[ContainerRow, Path]:
+        row = self._row(key)
+        return row, self.bundle_dir(row) / bundles.LOG_FILE
+
+    def is_running(self, container_id: str) -> bool:
+        row = self.store.get(container_id)
+        return row is not None and self.status(row) in ("running", "paused", "restarting")
+
+    def exec(self, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        self._row(key)
+        # The seam: gantry.runtime.exec (the terminal and exec work) joins a running
+        # container's namespaces, cgroup, capabilities and seccomp. Until it lands the
+        # agent says so instead of pretending.
+        raise Unavailable("exec is not available on this agent yet")
+
+    def runtime_of(self, key: str) -> supervisor.Container | None:
+        return self._runtime(self._row(key))
+
+
+def _predict(status: str | None, actions: tuple[str, ...]) -> str | None:
+    if "start" in actions or "unpause" in actions:
+        return "running"
+    if "stop" in actions:
+        return "stopped"
+    if "create" in actions or "recreate" in actions:
+        return "created"
+    return status
+
+
+def _parse_time(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC time as ``now_rfc3339`` writes it."""
+    head, _dot, rest = text.rstrip("Z").partition(".")
+    seconds = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    digits = "".join(ch for ch in rest if ch.isdigit())
+    return seconds + (float(f"0.{digits}") if digits else 0.0)

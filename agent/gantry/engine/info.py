@@ -1,0 +1,109 @@
+"""What the agent tells about its host: ``GET /v1/info`` and the ``/metrics`` figures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gantry import __version__
+from gantry.runtime.cgroups import CgroupError, layout
+
+if TYPE_CHECKING:
+    from gantry.engine.core import Engine
+
+__all__ = ["container_figures", "host_info"]
+
+_LAYOUT_NAMES = {"unified": "v2", "legacy": "v1", "hybrid": "hybrid", "none": "none"}
+
+
+def _memory_bytes() -> int | None:
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/meminfo", encoding="ascii") as handle,
+    ):
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def host_info(engine: Engine) -> dict[str, Any]:
+    uname = os.uname()
+    detected = layout.detect()
+    counts = dict.fromkeys(("created", "running", "paused", "stopped", "restarting"), 0)
+    for summary in engine.list():
+        counts[summary["status"]] = counts.get(summary["status"], 0) + 1
+    disk = os.statvfs(engine.root)
+    return {
+        "version": __version__,
+        "api_version": "v1",
+        "hostname": socket.gethostname(),
+        "root": str(engine.root),
+        "started_at": engine.started_at,
+        "uptime_seconds": round(time.monotonic() - engine.started_monotonic, 3),
+        "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine},
+        "cgroup": {
+            "layout": _LAYOUT_NAMES.get(detected.mode, detected.mode),
+            "v1_controllers": list(detected.v1_controllers),
+            "v2_controllers": list(detected.v2_available),
+            "v2_mount": None if detected.v2_mount is None else detected.v2_mount.mount_point,
+        },
+        "containers": {"total": sum(counts.values()), **counts},
+        "capacity": {
+            "cpus": os.cpu_count(),
+            "memory_bytes": _memory_bytes(),
+            "root_disk_bytes": disk.f_blocks * disk.f_frsize,
+            "root_disk_free_bytes": disk.f_bavail * disk.f_frsize,
+        },
+        "features": {
+            "images": False,
+            "network": False,
+            "exec": False,
+            "log_timestamps": False,
+            "cgroup_update": engine.resources_in_place,
+        },
+    }
+
+
+def _number(stats: Mapping[str, object], *keys: str) -> float | None:
+    for key in keys:
+        value = stats.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def container_figures(engine: Engine) -> list[dict[str, Any]]:
+    """Per running container: its name and id, start time, process count, and what the
+    cgroup statistics say once the runtime offers them (the cgroups work)."""
+    figures: list[dict[str, Any]] = []
+    now = time.time()
+    for row in engine.store.containers():
+        runtime = engine._runtime(row)
+        if runtime is None or runtime.state is None or runtime.status not in ("running", "paused"):
+            continue
+        item: dict[str, Any] = {"name": row.name, "id": row.id, "last_seen": now}
+        if row.started_at is not None:
+            from gantry.engine.core import _parse_time
+
+            item["start_time"] = _parse_time(row.started_at)
+        with contextlib.suppress(CgroupError, OSError):
+            cgroup = runtime.cgroup()
+            item["processes"] = len(cgroup.all_pids())
+            with contextlib.suppress(NotImplementedError):
+                stats = cgroup.stats()
+                item["cpu_seconds"] = _number(stats, "cpu_usage_seconds", "cpu_seconds")
+                item["memory_usage"] = _number(stats, "memory_usage_bytes", "memory_usage")
+                item["memory_working_set"] = _number(
+                    stats, "memory_working_set_bytes", "working_set"
+                )
+                item["memory_limit"] = _number(stats, "memory_limit_bytes", "memory_limit")
+        spec_memory = row.spec["resources"]["memory"]
+        if spec_memory is not None:
+            item.setdefault("memory_limit", float(spec_memory))
+        figures.append(item)
+    return figures
