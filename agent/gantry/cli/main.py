@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from gantry import __version__
-from gantry.cli import agent, checkconfig
+from gantry.cli import agent, checkconfig, containers
 
-SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, agent)
+SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, agent, containers)
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gantry.cli import runtime_cgroups
 from gantry.linux import prctl, proc
 from gantry.runtime import state as st
 from gantry.runtime import supervisor as sv
@@ -29,6 +30,7 @@ from gantry.runtime.spec import SpecError, load_spec
 
 PROG = "gantry-runtime"
 VERBS = ("create", "start", "state", "kill", "delete", "run", "list", "ps", "pause", "resume")
+"""runc's lifecycle verbs; ``update`` and ``events`` are in :mod:`.runtime_cgroups`."""
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -303,6 +305,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps.add_argument("id")
     verb("pause", cmd_pause, "freeze every process of a container").add_argument("id")
     verb("resume", cmd_resume, "thaw a paused container").add_argument("id")
+    runtime_cgroups.add_verbs(verb)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,6 +330,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ContainerInitError as exc:
         message = str(exc)
     except (CommandError, st.StateError, sv.RuntimeError_, CgroupError) as exc:
+        message = str(exc)
+    except runtime_cgroups.ERRORS as exc:
         message = str(exc)
     except ShimMissingError as exc:
         message = str(exc)

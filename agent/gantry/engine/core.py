@@ -41,7 +41,8 @@ from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
 from gantry.runtime import state as st
 from gantry.runtime import supervisor
-from gantry.runtime.cgroups import Cgroup, CgroupError
+from gantry.runtime.cgroups import CgroupError
+from gantry.runtime.cgroups.resources import ResourceError
 from gantry.runtime.process import ContainerInitError
 from gantry.runtime.spec import SpecError
 
@@ -66,19 +67,6 @@ _STEP_FIELDS: Final = {
 }
 
 
-def _apply_overridden() -> bool:
-    """Whether the runtime can change a live cgroup's limits (the cgroups work, issue 4):
-    until then ``Cgroup.apply`` is the base class's, which raises NotImplementedError."""
-    from gantry.runtime.cgroups import v1, v2
-
-    return any(
-        getattr(cls, "apply", None) is not Cgroup.apply
-        for module in (v1, v2)
-        for cls in vars(module).values()
-        if isinstance(cls, type) and issubclass(cls, Cgroup) and cls is not Cgroup
-    )
-
-
 class Engine:
     def __init__(self, root: Path, *, cgroup_parent: str = "/gantry") -> None:
         self.root = root
@@ -94,7 +82,8 @@ class Engine:
         self._restart_timers: dict[str, threading.Timer] = {}
         self._backoff: dict[str, float] = {}
         self.closing = False
-        self.resources_in_place = _apply_overridden()
+        # The runtime changes a live cgroup's limits (Cgroup.update): no recreate needed.
+        self.resources_in_place = True
         self.restarts_total = 0
         for directory in (root, self.containers_dir, self.runtime_root):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -320,7 +309,12 @@ class Engine:
     # --- create, start ----------------------------------------------------------------------
 
     def _create_locked(
-        self, name: str, spec: Mapping[str, Any], desired_state: str = "present"
+        self,
+        name: str,
+        spec: Mapping[str, Any],
+        desired_state: str = "present",
+        *,
+        announce: bool = True,
     ) -> ContainerRow:
         if self.store.get(name) is not None:
             raise Conflict(f"a container named {name!r} exists already", "name")
@@ -357,10 +351,13 @@ class Engine:
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-        self.events.emit("create", name, container_id)
+        if announce:
+            self.events.emit("create", name, container_id)
         return row
 
-    def _launch(self, row: ContainerRow, *, restart: bool = False) -> None:
+    def _launch(
+        self, row: ContainerRow, *, restart: bool = False, announce_create: bool = False
+    ) -> None:
         """Create the runtime container for ``row`` and start it."""
         leftover = self._runtime(row)
         if leftover is not None:
@@ -379,11 +376,15 @@ class Engine:
                     self.runtime_root, row.id, bundle=directory, spec=spec, stdio=(null, log, log)
                 )
             except ContainerInitError as exc:
+                field = _STEP_FIELDS.get(exc.step, "spec")
                 raise Invalid(
-                    f"the container cannot start: {exc.step}: {exc.message}",
-                    _STEP_FIELDS.get(exc.step, "spec"),
+                    f"{field}: the container cannot start: {exc.step}: {exc.message}", field
                 ) from None
             except (supervisor.RuntimeError_, st.StateError, CgroupError) as exc:
+                if "resources." in str(exc):  # the runtime's ResourceError, as a message
+                    raise Invalid(
+                        f"spec.resources: the container cannot start: {exc}", "spec.resources"
+                    ) from None
                 raise Conflict(f"the container cannot start: {exc}") from None
         finally:
             os.close(null)
@@ -406,6 +407,8 @@ class Engine:
             self.restarts_total += 1
         self.store.update(row.id, **changes)
         self.monitor.watch(row.id, recorded.pid, recorded.start_time)
+        if announce_create:
+            self.events.emit("create", row.name, row.id)
         if restart:
             self.events.emit("restart", row.name, row.id, restart_count=changes["restart_count"])
         self.events.emit("start", row.name, row.id, pid=recorded.pid)
@@ -457,7 +460,7 @@ class Engine:
         self.events.emit("stop", row.name, row.id)
         return True, self._row(row.id).exit_code
 
-    def _remove_locked(self, row: ContainerRow) -> None:
+    def _remove_locked(self, row: ContainerRow, *, event: bool = True) -> None:
         self._cancel_restart(row)
         runtime = self._runtime(row)
         if runtime is not None:
@@ -470,7 +473,8 @@ class Engine:
             self.store.delete(db, row.id)
         shutil.rmtree(doomed, ignore_errors=True)
         self._backoff.pop(row.id, None)
-        self.events.emit("destroy", row.name, row.id)
+        if event:
+            self.events.emit("destroy", row.name, row.id)
         with self._exit_cond:
             self._exit_cond.notify_all()
 
@@ -480,10 +484,21 @@ class Engine:
         specs.validate_name(name)
         spec = specs.normalise(raw_spec, name=name)
         with self._locked(name):
-            row = self._create_locked(name, spec, "running" if start else "present")
+            row = self._create_locked(
+                name, spec, "running" if start else "present", announce=not start
+            )
             if start:
-                self._launch(row)
+                self._launch_or_undo(row)
             return self._inspect(self._row(row.id))
+
+    def _launch_or_undo(self, row: ContainerRow) -> None:
+        """Start a container created by this same request; when it cannot start, remove
+        it again, so the failed request changed nothing (not even an event)."""
+        try:
+            self._launch(row, announce_create=True)
+        except BaseException:
+            self._remove_locked(row, event=False)
+            raise
 
     def start(self, key: str) -> dict[str, Any]:
         with self._container(key) as row:
@@ -584,7 +599,13 @@ class Engine:
                 if current is None:
                     return {"exit_code": row.exit_code, "timed_out": False, "status": "removed"}
                 status = self.status(current)
-                if status not in ("running", "paused", "restarting") or self.closing:
+                # Stopped, and its exit recorded (the exit handler may still be at work).
+                settled = (
+                    current.started_at is None
+                    or current.finished_at is not None
+                    or self._runtime(current) is None
+                )
+                if (status not in ("running", "paused", "restarting") and settled) or self.closing:
                     return {"exit_code": current.exit_code, "timed_out": False, "status": status}
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -608,9 +629,9 @@ class Engine:
             }
             if dry_run:
                 return result
-            if running:
-                self._stop_locked(row)
-            self._remove_locked(self._row(row.id))
+            # As `docker rm -f`: a running container is killed (SIGKILL to every process
+            # of its cgroup, by the runtime's forced delete), not stopped gracefully.
+            self._remove_locked(row)
             return result
 
     # --- desired state -----------------------------------------------------------------------
@@ -649,7 +670,12 @@ class Engine:
             if dry_run:
                 result["container"] = None if row is None else self._inspect(row)
                 return result
-            for action in the_plan.actions:
+            actions = list(the_plan.actions)
+            if actions[:2] == ["create", "start"]:
+                row = self._create_locked(name, desired, state, announce=False)
+                self._launch_or_undo(row)
+                actions = actions[2:]
+            for action in actions:
                 row = self._act(action, name, row, desired, state)
             assert row is not None
             if row.desired_state != state:
@@ -684,8 +710,14 @@ class Engine:
         if changed_resources:
             runtime = self._runtime(row)
             if runtime is not None and runtime.status in RUNNING_STATES:
+                linux = bundles.spec_from_data(config).linux
+                assert linux is not None and linux.resources is not None
                 try:
-                    runtime.cgroup().apply(bundles.spec_from_data(config).linux.resources)  # type: ignore[union-attr,arg-type]
+                    runtime.cgroup().update(linux.resources)
+                except ResourceError as exc:
+                    name = exc.errors[0][0] if exc.errors else ""
+                    field = _resource_field(name)
+                    raise Invalid(f"{field}: cannot apply: {exc}", field) from None
                 except (CgroupError, OSError) as exc:
                     raise Invalid(
                         f"spec.resources: the kernel refused the new limits: {exc}",
@@ -817,6 +849,25 @@ class Engine:
 
     def runtime_of(self, key: str) -> supervisor.Container | None:
         return self._runtime(self._row(key))
+
+
+_OCI_RESOURCE_FIELDS: Final = {
+    "memory.limit": "memory",
+    "memory.swap": "memory_swap",
+    "cpu.quota": "cpus",
+    "cpu.period": "cpus",
+    "cpu.shares": "cpu_shares",
+    "cpu.cpus": "cpuset_cpus",
+    "pids.limit": "pids_limit",
+}
+
+
+def _resource_field(oci_name: str) -> str:
+    """The container spec's field for a runtime resource error's OCI field name."""
+    for key, field in _OCI_RESOURCE_FIELDS.items():
+        if key in oci_name:
+            return f"spec.resources.{field}"
+    return "spec.resources"
 
 
 def _predict(status: str | None, actions: tuple[str, ...]) -> str | None:

@@ -6,7 +6,6 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gantry import __version__
@@ -65,21 +64,14 @@ def host_info(engine: Engine) -> dict[str, Any]:
             "exec": False,
             "log_timestamps": False,
             "cgroup_update": engine.resources_in_place,
+            "resource_limits": True,
         },
     }
 
 
-def _number(stats: Mapping[str, object], *keys: str) -> float | None:
-    for key in keys:
-        value = stats.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
 def container_figures(engine: Engine) -> list[dict[str, Any]]:
-    """Per running container: its name and id, start time, process count, and what the
-    cgroup statistics say once the runtime offers them (the cgroups work)."""
+    """Per running container: its name and id, start time, process count, CPU time and
+    memory from its cgroup's statistics."""
     figures: list[dict[str, Any]] = []
     now = time.time()
     for row in engine.store.containers():
@@ -94,14 +86,14 @@ def container_figures(engine: Engine) -> list[dict[str, Any]]:
         with contextlib.suppress(CgroupError, OSError):
             cgroup = runtime.cgroup()
             item["processes"] = len(cgroup.all_pids())
-            with contextlib.suppress(NotImplementedError):
-                stats = cgroup.stats()
-                item["cpu_seconds"] = _number(stats, "cpu_usage_seconds", "cpu_seconds")
-                item["memory_usage"] = _number(stats, "memory_usage_bytes", "memory_usage")
-                item["memory_working_set"] = _number(
-                    stats, "memory_working_set_bytes", "working_set"
-                )
-                item["memory_limit"] = _number(stats, "memory_limit_bytes", "memory_limit")
+            stats = cgroup.stats()
+            if stats.cpu is not None:
+                item["cpu_seconds"] = stats.cpu.total / 1e9
+            if stats.memory is not None:
+                item["memory_usage"] = float(stats.memory.usage.usage)
+                item["memory_working_set"] = float(stats.memory.working_set)
+                if 0 < stats.memory.usage.limit < 1 << 62:
+                    item["memory_limit"] = float(stats.memory.usage.limit)
         spec_memory = row.spec["resources"]["memory"]
         if spec_memory is not None:
             item.setdefault("memory_limit", float(spec_memory))

@@ -73,7 +73,7 @@ def plan(
         if resources_in_place or not field.startswith("resources.")
     }
     was_running = current_status in ("running", "paused", "restarting")
-    if any(field not in in_place for field in fields):
+    if any(field not in in_place and field.split(".")[0] not in in_place for field in fields):
         actions.append("recreate")
         if desired_state == "running" or (desired_state == "present" and was_running):
             actions.append("start")

@@ -71,6 +71,7 @@ __all__ = [
     "TimeOffset",
     "User",
     "WeightDevice",
+    "load_resources",
     "load_spec",
 ]
 
@@ -1225,3 +1226,16 @@ def load_spec(
     for warning in decoder.warnings:
         (log or _log).warning("runtime spec: %s", warning)
     return dataclasses.replace(spec, warnings=tuple(decoder.warnings))
+
+
+def load_resources(source: Mapping[str, Any], *, path: str = "") -> Resources:
+    """Validate a ``linux.resources`` object alone (``runc update -r``'s file).
+
+    Raises `SpecError` naming every bad field, relative to ``path`` (``memory.limit``, or
+    ``linux.resources.memory.limit`` with ``path="linux.resources"``).
+    """
+    decoder = _Decoder()
+    resources = decoder.decode_object(Resources, source, path)
+    if decoder.errors or not isinstance(resources, Resources):
+        raise SpecError(decoder.errors)
+    return resources

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from gantry.linux import proc
 from gantry.runtime import state as st
-from gantry.runtime.cgroups import Cgroup, CgroupError, open_cgroup
+from gantry.runtime.cgroups import Cgroup, CgroupError, apply_spec, open_cgroup
 from gantry.runtime.cgroups.path import DEFAULT_PARENT, cgroup_path_for
 from gantry.runtime.process import ContainerInitError, create_init, open_start_fifo
 from gantry.runtime.shim import shim_path
@@ -265,6 +265,8 @@ def _supervise(
         container_stdio = [os.dup(fd) for fd in stdio]
         cgroup = open_cgroup(cgroup_path)
         _create_cgroup(cgroup)
+        # Limits and device rules are in force before the container's first process joins.
+        apply_spec(cgroup, spec, log)
         procs_files = sorted({path / "cgroup.procs" for path in cgroup.paths().values()})
         handle = create_init(
             spec,

@@ -274,20 +274,27 @@ def test_crafted_orphans_only_under_the_parent(tmp_path: Path) -> None:
     assert found == [root / "memory/gantry/lost", root / "unified/gantry/lost"]
 
 
-# --- the one placeholder ---------------------------------------------------------------------
+# --- resources on an empty tree ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["v1", "v2", "hybrid"])
-def test_resources_and_stats_arrive_with_issue_4(tmp_path: Path, kind: str) -> None:
-    layout, _root = _crafted(tmp_path, "hybrid", "hugetlb")
+def test_empty_resources_write_nothing_and_missing_controllers_read_as_absent(
+    tmp_path: Path, kind: str
+) -> None:
+    layout, root = _crafted(tmp_path, "hybrid", "hugetlb")
     drivers: dict[str, Cgroup] = {
         "v1": V1Cgroup(layout, "/c1"),
         "v2": V2Cgroup(layout, "/c1"),
         "hybrid": cgroups.open_cgroup("/c1", layout),
     }
     cgroup = drivers[kind]
-    with pytest.raises(NotImplementedError, match="resource limits arrive with issue 4"):
-        cgroup.apply(Resources())
-    with pytest.raises(NotImplementedError, match="resource limits arrive with issue 4"):
+    before = sorted(str(p) for p in root.rglob("*"))
+    assert cgroup.apply(Resources()) == []
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    with pytest.raises(CgroupError, match="/c1 does not exist"):
         cgroup.stats()
-    assert "issue 4" in (Cgroup.__doc__ or "")
+    for directory in {*cgroup.paths().values()}:
+        directory.mkdir()
+    stats = cgroup.stats()
+    assert stats.memory is None if kind == "v2" else stats.memory is not None
+    assert stats.to_json()["blkio"] == {"ioServiceBytesRecursive": [], "ioServicedRecursive": []}

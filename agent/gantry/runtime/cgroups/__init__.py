@@ -18,8 +18,10 @@ parents, and, only at or below the ``delegate`` cgroup it was given, copy v1
 ``cpuset.cpus``/``cpuset.mems`` into parents that have none and enable v2 controllers in
 ancestors' ``cgroup.subtree_control``.
 
-Resource limits and statistics (``apply``/``stats``) are declared but not implemented:
-they arrive with issue 4.
+Resource limits (``apply``/``update``) and statistics (``stats``) are carried out per
+controller on the side that has it: :mod:`.resources` plans the writes with runc's
+conversions (:mod:`.convert`) and :mod:`.stats` reads. v1 device rules are
+``devices.allow``/``deny`` lines; on v2 they become a BPF program (:mod:`.devices`).
 """
 
 from __future__ import annotations
@@ -32,14 +34,18 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from gantry.linux.cgroupfs import CgroupMount, parse_flat_keyed, parse_words, read_ids, read_str
 from gantry.runtime.cgroups.layout import CGROUP_ROOT, Layout, Side, detect
 from gantry.runtime.cgroups.path import normalize_cgroup
-from gantry.runtime.spec import Resources
+from gantry.runtime.spec import Device, Resources, Spec
+
+if TYPE_CHECKING:
+    from gantry.runtime.cgroups.resources import Target
+    from gantry.runtime.cgroups.stats import Stats
 
 __all__ = [
     "CGROUP_ROOT",
@@ -52,6 +58,7 @@ __all__ = [
     "Hybrid",
     "Layout",
     "Side",
+    "apply_spec",
     "detect",
     "open_cgroup",
     "orphans",
@@ -64,8 +71,6 @@ FreezerState = Literal["frozen", "thawed", "freezing"]
 FREEZE_TIMEOUT: Final = 5.0
 KILL_TIMEOUT: Final = 10.0
 DESTROY_TIMEOUT: Final = 10.0
-
-_ISSUE_4: Final = "resource limits arrive with issue 4"
 
 # Polling starts fast (a freeze or a kill usually settles in well under a millisecond) and
 # backs off so a slow one does not spin.
@@ -87,8 +92,8 @@ class CgroupError(Exception):
 class Cgroup(abc.ABC):
     """One cgroup (``path``, such as ``/gantry/<id>``) in every hierarchy its driver uses.
 
-    ``apply`` and ``stats`` are declared here but raise ``NotImplementedError``: resource
-    limits and statistics arrive with issue 4, per controller, in the drivers' files.
+    ``apply``, ``update`` and ``stats`` work through :meth:`targets`, the directory and
+    side of each controller, so one implementation serves v1, v2 and hybrid hosts.
     """
 
     path: str
@@ -159,13 +164,55 @@ class Cgroup(abc.ABC):
         when processes are still there, or a directory cannot be removed, after ``timeout``.
         """
 
-    def apply(self, resources: Resources) -> None:
-        """Apply the spec's ``linux.resources`` to the cgroup (issue 4)."""
-        raise NotImplementedError(_ISSUE_4)
+    @abc.abstractmethod
+    def targets(self) -> dict[str, Target]:
+        """Return ``{controller: Target(side, directory)}`` for every controller in use.
 
-    def stats(self) -> Mapping[str, object]:
-        """Read the cgroup's resource statistics (issue 4)."""
-        raise NotImplementedError(_ISSUE_4)
+        ``devices`` is always there on v2 (a BPF hook, not a controller file); the key
+        ``""`` is the v2 directory for core files (``cgroup.*``).
+        """
+
+    def apply(
+        self,
+        resources: Resources,
+        *,
+        devices: Sequence[Device] = (),
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    ) -> list[str]:
+        """Apply the spec's ``linux.resources`` (and allow its ``linux.devices``).
+
+        Every value is checked against what the host has before anything is written:
+        :class:`~gantry.runtime.cgroups.resources.ResourceError` lists each field that
+        cannot be honoured. Returns the warnings (values ignored, as runc ignores them),
+        which are also logged.
+        """
+        from gantry.runtime.cgroups.devices import attach_program
+        from gantry.runtime.cgroups.resources import execute, plan
+
+        work = plan(resources, self.targets(), devices=devices)
+        for warning in work.warnings:
+            (log or _log).warning("cgroup %s: %s", self.path, warning)
+        execute(work, attach=attach_program)
+        return list(work.warnings)
+
+    def update(self, resources: Resources) -> list[str]:
+        """Change the limits of a cgroup in use, in place (``gantry-runtime update``).
+
+        Only what ``resources`` sets is written; the rest stays as it is.
+        """
+        return self.apply(resources)
+
+    def stats(self) -> Stats:
+        """Read the cgroup's resource statistics."""
+        from gantry.runtime.cgroups.stats import read_stats
+
+        if not self.exists():
+            raise CgroupError(f"cgroup {self.path} does not exist")
+        try:
+            return read_stats(self.targets())
+        except FileNotFoundError as exc:
+            # Removed while being read: the container is gone.
+            raise CgroupError(f"cgroup {self.path} is gone: {exc.filename}") from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
@@ -262,6 +309,13 @@ class Hybrid(Cgroup):
         found.update(self.v1.paths())
         return found
 
+    def targets(self) -> dict[str, Target]:
+        # A controller bound to a v1 hierarchy is driven there; devices too, when v1 has
+        # them (the kernel checks the v1 rules and any v2 program both).
+        found = self.v2.targets()
+        found.update(self.v1.targets())
+        return found
+
     def _freezer(self) -> Cgroup:
         return self.v1 if self.v1.can_freeze() else self.v2
 
@@ -324,6 +378,21 @@ def open_cgroup(path: str, layout: Layout | None = None, *, delegate: str = "/")
             return v1
         return Hybrid(v1, V2Cgroup(found, path, delegate=delegate))
     raise CgroupError("no cgroup hierarchy is mounted (neither cgroup v1 nor cgroup2)")
+
+
+def apply_spec(
+    cgroup: Cgroup,
+    spec: Spec,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+) -> list[str]:
+    """Apply ``spec``'s ``linux.resources`` (allowing its ``linux.devices``) to ``cgroup``.
+
+    Nothing to apply without ``linux.resources``. Returns the warnings, also logged.
+    """
+    linux = spec.linux
+    if linux is None or linux.resources is None:
+        return []
+    return cgroup.apply(linux.resources, devices=linux.devices, log=log)
 
 
 def orphans(parent: str, keep: Iterable[str], layout: Layout | None = None) -> list[Path]:

@@ -38,6 +38,7 @@ from gantry.runtime.cgroups import (
 )
 from gantry.runtime.cgroups.layout import Layout
 from gantry.runtime.cgroups.path import normalize_cgroup
+from gantry.runtime.cgroups.resources import Target
 
 __all__ = ["V1Cgroup"]
 
@@ -125,6 +126,13 @@ class V1Cgroup(Cgroup):
 
     def paths(self) -> dict[str, Path]:
         return {key: self._dirs[mount.mount_point] for key, mount in sorted(self._mounts.items())}
+
+    def targets(self) -> dict[str, Target]:
+        return {
+            key: Target("v1", directory)
+            for key, directory in self.paths().items()
+            if not key.startswith("name=")
+        }
 
     # --- freezer -------------------------------------------------------------------------
 

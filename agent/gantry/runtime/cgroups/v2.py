@@ -40,6 +40,7 @@ from gantry.runtime.cgroups import (
 )
 from gantry.runtime.cgroups.layout import Layout
 from gantry.runtime.cgroups.path import normalize_cgroup
+from gantry.runtime.cgroups.resources import Target
 
 __all__ = ["V2Cgroup"]
 
@@ -125,6 +126,12 @@ class V2Cgroup(Cgroup):
 
     def paths(self) -> dict[str, Path]:
         return {"": self._dir} | {c: self._dir for c in sorted(self.controllers)}
+
+    def targets(self) -> dict[str, Target]:
+        # Device access on v2 is a BPF hook of any cgroup, not a controller to enable.
+        return {key: Target("v2", directory) for key, directory in self.paths().items()} | {
+            "devices": Target("v2", self._dir)
+        }
 
     # --- freezer -------------------------------------------------------------------------
 

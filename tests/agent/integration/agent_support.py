@@ -1,0 +1,194 @@
+"""Helpers of the agent integration tests (no tests in here): a real ``gantry agent serve``
+process on a unix socket under a scratch ``--root``, a client for it, busybox rootfs dirs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import rootfs_support as rs
+from gantry.cli.client import AgentClient, AgentError, ClientSettings
+
+GANTRY = Path(sys.executable).parent / "gantry"
+APPLETS = ("sleep", "kill", "rm", "trap", "test", "[", "seq", "wc", "head", "cut", "grep")
+START_TIMEOUT = 30.0
+
+
+def make_rootfs(directory: Path) -> Path:
+    """A busybox root filesystem in ``directory/rootfs`` with the applets the tests use."""
+    rootfs = rs.make_bundle(directory)
+    for applet in APPLETS:
+        link = rootfs / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    return rootfs
+
+
+class Agent:
+    """A ``gantry agent serve`` subprocess; its output goes to a file (``log``)."""
+
+    def __init__(self, scratch: Path, extra: Sequence[str] = ()) -> None:
+        self.scratch = scratch
+        self.root = scratch / "root"
+        self.socket = scratch / "agent.sock"
+        self.log = scratch / "agent.log"
+        self.extra = tuple(extra)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = AgentClient(ClientSettings(url=f"unix://{self.socket}", timeout=60))
+
+    def start(self) -> Agent:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(GANTRY),
+                    "agent",
+                    "serve",
+                    "--root",
+                    str(self.root),
+                    "--socket",
+                    str(self.socket),
+                    *self.extra,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the agent exited with {self.process.returncode}: {self.log.read_text()}"
+                )
+            with contextlib.suppress(AgentError):
+                if self.client.request("GET", "/readyz")["status"] == "ok":
+                    return self
+            time.sleep(0.05)
+        raise AssertionError(f"the agent did not get ready: {self.log.read_text()}")
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    # --- shortcuts ------------------------------------------------------------------------
+
+    def req(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.client.request(method, path, **kwargs)
+
+    def error(self, method: str, path: str, **kwargs: Any) -> AgentError:
+        try:
+            self.client.request(method, path, **kwargs)
+        except AgentError as exc:
+            return exc
+        raise AssertionError(f"{method} {path} succeeded, an error was expected")
+
+    def put(
+        self, name: str, spec: dict[str, Any], state: str = "running", dry_run: bool = False
+    ) -> Any:
+        return self.req(
+            "PUT", f"/v1/containers/{name}", body={"state": state, "dry_run": dry_run, "spec": spec}
+        )
+
+    def remove_all(self) -> None:
+        for row in self.req("GET", "/v1/containers"):
+            with contextlib.suppress(AgentError):
+                self.req("DELETE", f"/v1/containers/{row['name']}", query={"force": "true"})
+
+
+@contextlib.contextmanager
+def running_agent(extra: Sequence[str] = ()) -> Iterator[tuple[Agent, Path]]:
+    """An agent on its own root and socket, and a busybox rootfs; on the way out every
+    container is removed, the agent stopped and the scratch directory deleted."""
+    scratch = Path(tempfile.mkdtemp(prefix="gantry-agent-"))
+    (scratch / "bundle").mkdir()
+    rootfs = make_rootfs(scratch / "bundle")
+    # Its own parent cgroup, so other tests' containers under /gantry never mix with its own.
+    parent = f"/gantry-agent-test-{uuid.uuid4().hex[:12]}"
+    agent = Agent(scratch, ("--cgroup-parent", parent, *extra))
+    try:
+        agent.start()
+        yield agent, rootfs
+    finally:
+        try:
+            if agent.process is None:
+                with contextlib.suppress(AssertionError):
+                    agent.start()
+            if agent.process is not None:
+                agent.remove_all()
+        finally:
+            agent.stop()
+            _kill_strays(agent.root)
+            remove_cgroup_parent(parent)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    """Remove the test's parent cgroup from every hierarchy (the runtime removes only
+    Gantry's default parent by itself)."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        with contextlib.suppress(OSError):
+            (hierarchy / parent.lstrip("/")).rmdir()
+
+
+def _kill_strays(root: Path) -> None:
+    """Last resort for a failed test: kill every process still recorded under the root's
+    runtime directory (the test fails anyway; the host stays clean)."""
+    import json
+
+    runtime = root / "runtime"
+    if not runtime.is_dir():
+        return
+    for entry in runtime.iterdir():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            state = json.loads((entry / "state.json").read_text())
+            for key in ("pid", "shim_pid"):
+                os.kill(int(state[key]), signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, what: str = "a condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

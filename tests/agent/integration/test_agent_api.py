@@ -1,0 +1,507 @@
+"""The agent over its real unix socket: health, desired state, the imperative verbs, logs,
+files, events, bad input — a real ``gantry agent serve`` process and real containers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import agent_support as ags
+import pytest
+import rootfs_support as rs
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not rs.BUSYBOX.exists(), reason="needs a static /bin/busybox"),
+]
+
+
+@pytest.fixture
+def agent(no_leftovers: None) -> Any:
+    with ags.running_agent() as (running, rootfs):
+        running.rootfs = rootfs  # type: ignore[attr-defined]
+        yield running
+
+
+def spec(agent: ags.Agent, *command: str, **extra: Any) -> dict[str, Any]:
+    return {"rootfs": str(agent.rootfs), "command": list(command), **extra}  # type: ignore[attr-defined]
+
+
+LOOP = "trap 'exit 143' TERM; while [ ! -e /tmp/stop-$NAME ]; do sleep 0.05; done; exit ${CODE:-0}"
+
+
+def looping(agent: ags.Agent, name: str, code: int = 0, **extra: Any) -> dict[str, Any]:
+    """A container that runs until the test creates /tmp/stop-<name> in the rootfs."""
+    return spec(agent, "sh", "-c", LOOP, env={"NAME": name, "CODE": str(code)}, **extra)
+
+
+def release(agent: ags.Agent, name: str) -> None:
+    (agent.rootfs / "tmp" / f"stop-{name}").touch()  # type: ignore[attr-defined]
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+def test_socket_is_root_only_and_health_routes_answer(agent: ags.Agent) -> None:
+    mode = agent.socket.stat().st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) in (0o600, 0o660)
+    assert agent.req("GET", "/livez") == {"status": "ok"}
+    ready = agent.req("GET", "/readyz")
+    assert ready["status"] == "ok" and set(ready["checks"]) == {"database", "cgroups", "root"}
+    schema = agent.req("GET", "/openapi.json")
+    assert "/v1/containers/{name}" in schema["paths"]
+    info = agent.req("GET", "/v1/info")
+    assert info["kernel"]["release"] == os.uname().release
+    assert info["cgroup"]["layout"] in ("v1", "v2", "hybrid")
+    assert info["capacity"]["cpus"] == os.cpu_count()
+    assert info["containers"]["total"] == 0
+
+
+def test_metrics_name_each_running_container(agent: ags.Agent) -> None:
+    agent.put("m1", looping(agent, "m1"))
+    container_id = agent.req("GET", "/v1/containers/m1")["id"]
+    text = b"".join(agent.client.stream("GET", "/metrics")).decode()
+    assert f'container_start_time_seconds{{name="m1",id="{container_id}"}}' in text
+    assert f'container_processes{{name="m1",id="{container_id}"}}' in text
+    assert f'container_memory_usage_bytes{{name="m1",id="{container_id}"}}' in text
+    assert f'container_cpu_usage_seconds_total{{name="m1",id="{container_id}"}}' in text
+    assert 'gantry_containers{status="running"} 1' in text
+    assert "gantry_build_info{" in text
+
+
+# --- desired state -------------------------------------------------------------------------
+
+
+def test_put_converges_and_answers_changed_actions_diff(agent: ags.Agent) -> None:
+    wanted = looping(agent, "web", resources={"memory": "64m"}, labels={"tier": "web"})
+    first = agent.put("web", wanted)
+    assert first["changed"] is True
+    assert first["actions"] == ["create", "start"]
+    assert first["diff"]["before"] is None
+    assert first["container"]["state"]["status"] == "running"
+    pid = first["container"]["state"]["pid"]
+    assert ags.pid_alive(pid)
+
+    # The same meaning, spelt differently: nothing to do.
+    same = dict(wanted, resources={"memory": 64 * 1024 * 1024}, env=["NAME=web", "CODE=0"])
+    again = agent.put("web", same)
+    assert again == {**again, "changed": False, "actions": []}
+    assert again["container"]["state"]["pid"] == pid
+
+    # A dry run of a command change says "recreate" and changes nothing.
+    changed = dict(wanted, command=["sh", "-c", LOOP + " # v2"])
+    dry = agent.put("web", changed, dry_run=True)
+    assert dry["changed"] is True and dry["actions"] == ["recreate", "start"]
+    assert dry["diff"]["fields"] == ["spec.command"]
+    assert dry["diff"]["before"]["spec"]["command"] == wanted["command"]
+    assert dry["diff"]["after"]["spec"]["command"] == changed["command"]
+    now = agent.req("GET", "/v1/containers/web")
+    assert now["state"]["pid"] == pid and now["spec"]["command"] == wanted["command"]
+
+    # Labels change in place: same container, same process.
+    relabelled = dict(wanted, labels={"tier": "front"})
+    update = agent.put("web", relabelled)
+    assert update["actions"] == ["update"]
+    assert update["diff"]["fields"] == ["spec.labels"]
+    assert update["container"]["id"] == first["container"]["id"]
+    assert update["container"]["state"]["pid"] == pid
+
+    # stopped, then present (nothing), then running again.
+    stopped = agent.put("web", relabelled, state="stopped")
+    assert stopped["actions"] == ["stop"] and stopped["diff"]["fields"] == ["state"]
+    assert not ags.pid_alive(pid)
+    assert agent.put("web", relabelled, state="present")["changed"] is False
+    assert agent.put("web", relabelled, state="running")["actions"] == ["start"]
+
+    # A real command change recreates: a new id, the new command runs.
+    recreated = agent.put("web", dict(changed, labels={"tier": "front"}))
+    assert recreated["actions"] == ["recreate", "start"]
+    assert recreated["container"]["id"] != first["container"]["id"]
+    assert recreated["container"]["spec"]["command"] == changed["command"]
+
+
+def _memory_limit(container: dict[str, Any]) -> int:
+    for hierarchy in ("memory", "unified"):
+        directory = Path("/sys/fs/cgroup", hierarchy, container["cgroup"].lstrip("/"))
+        for name in ("memory.limit_in_bytes", "memory.max"):
+            if (directory / name).exists():
+                return int((directory / name).read_text())
+    raise AssertionError(f"no memory limit file for {container['cgroup']}")
+
+
+def test_limits_are_applied_and_change_in_place(agent: ags.Agent) -> None:
+    first = agent.put("lim", looping(agent, "lim", resources={"memory": "64m", "pids_limit": 50}))
+    assert _memory_limit(first["container"]) == 64 << 20
+    dry = agent.put(
+        "lim", looping(agent, "lim", resources={"memory": "128m", "pids_limit": 50}), dry_run=True
+    )
+    assert dry["actions"] == ["update"] and dry["diff"]["fields"] == ["spec.resources.memory"]
+    assert _memory_limit(first["container"]) == 64 << 20
+    changed = agent.put(
+        "lim", looping(agent, "lim", resources={"memory": "128m", "pids_limit": 50})
+    )
+    assert changed["actions"] == ["update"]
+    assert changed["container"]["state"]["pid"] == first["container"]["state"]["pid"]
+    assert _memory_limit(changed["container"]) == 128 << 20
+    # A limit the host cannot honour names the field and changes nothing.
+    bad = agent.error(
+        "PUT",
+        "/v1/containers/lim",
+        body={
+            "spec": looping(
+                agent, "lim", resources={"memory": "128m", "pids_limit": 50, "cpuset_cpus": "4000"}
+            )
+        },
+    )
+    assert bad.status == 422 and bad.field is not None and bad.field.startswith("spec.resources")
+    assert agent.req("GET", "/v1/containers/lim")["spec"]["resources"]["cpuset_cpus"] is None
+
+
+def test_put_stopped_creates_without_starting(agent: ags.Agent) -> None:
+    result = agent.put("idle", looping(agent, "idle"), state="stopped")
+    assert result["actions"] == ["create"]
+    assert result["container"]["state"]["status"] == "created"
+    assert result["container"]["state"]["pid"] is None
+
+
+BAD_REQUESTS: list[tuple[dict[str, Any] | str, int, str]] = [
+    ({"state": "running", "spec": {"command": ["true"]}}, 422, "spec.rootfs"),
+    ({"state": "gone", "spec": {}}, 422, "state"),
+    ({"spec": {"rootfs": "ROOTFS", "command": "sh -c true"}}, 422, "spec.command"),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "resources": {"memory": "12q"}}},
+        422,
+        "spec.resources.memory",
+    ),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "resources": {"memory": 4096}}},
+        422,
+        "spec.resources.memory",
+    ),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "resources": {"cpus": -1}}},
+        422,
+        "spec.resources.cpus",
+    ),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "restart_policy": "sometimes"}},
+        422,
+        "spec.restart_policy",
+    ),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "capabilities": {"add": ["CAP_NOPE"]}}},
+        422,
+        "spec.capabilities.add[0]",
+    ),
+    (
+        {
+            "spec": {
+                "rootfs": "ROOTFS",
+                "command": ["true"],
+                "mounts": [{"type": "bind", "source": "/nonexistent-gantry", "target": "/x"}],
+            }
+        },
+        422,
+        "spec.mounts[0].source",
+    ),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "stop_signal": "SIGNOPE"}},
+        422,
+        "spec.stop_signal",
+    ),
+    ({"spec": {"rootfs": "ROOTFS", "command": ["true"], "colour": "blue"}}, 422, "spec.colour"),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "network": {"mode": "bridge"}}},
+        422,
+        "spec.network.mode",
+    ),
+    ({"spec": {"image": "alpine:3", "command": ["true"]}}, 422, "spec.image"),
+    ({"spec": {"rootfs": "ROOTFS", "command": ["true"]}, "dry_run": "yes"}, 422, "dry_run"),
+    ({"spec": {"rootfs": "ROOTFS", "command": ["true"]}, "surprise": 1}, 422, "surprise"),
+    ({"spec": {"rootfs": "ROOTFS", "command": ["/bin/nonexistent"]}}, 422, "spec.command"),
+    ("[1, 2", 400, "body"),
+    ("[1, 2]", 400, "body"),
+]
+
+
+def test_bad_input_is_4xx_naming_the_field_and_changes_nothing(agent: ags.Agent) -> None:
+    agent.put("keep", looping(agent, "keep"))
+    before = agent.req("GET", "/v1/containers")
+    events_before = b"".join(agent.client.stream("GET", "/v1/events"))
+    for body, status, field in BAD_REQUESTS:
+        if isinstance(body, str):
+            error = _raw_error(agent, "PUT", "/v1/containers/newone", body)
+        else:
+            text = json.dumps(body).replace("ROOTFS", str(agent.rootfs))  # type: ignore[attr-defined]
+            error = agent.error("PUT", "/v1/containers/newone", body=json.loads(text))
+        assert (error.status, error.field) == (status, field), body
+        assert field.split(".")[-1].split("[")[0] in error.detail or status == 400, error.detail
+    # Bad input to the existing container, and bad verbs, do not touch it either.
+    assert (
+        agent.error("PUT", "/v1/containers/keep", body={"spec": {"rootfs": "/nonexistent"}}).field
+        == "spec.rootfs"
+    )
+    assert agent.error("PUT", "/v1/containers/-bad", body={"spec": {}}).field == "name"
+    assert agent.error("POST", "/v1/containers/keep/stop", body={"timeout": -1}).field == "timeout"
+    assert (
+        agent.error("POST", "/v1/containers/keep/kill", body={"signal": "SIGWHAT"}).field
+        == "signal"
+    )
+    assert (
+        agent.error("GET", "/v1/containers", query={"status": "asleep"}).field == "query.status[0]"
+    )
+    assert agent.error("GET", "/v1/containers/keep/logs", query={"tail": "x"}).field == "query.tail"
+    missing = agent.error("POST", "/v1/containers/nothere/start")
+    assert (missing.status, missing.field) == (404, "name")
+    conflict = agent.error("DELETE", "/v1/containers/keep")
+    assert (conflict.status, conflict.field) == (409, "force")
+    assert agent.req("GET", "/v1/containers") == before
+    assert b"".join(agent.client.stream("GET", "/v1/events")) == events_before
+
+
+def _raw_error(agent: ags.Agent, method: str, path: str, body: str) -> Any:
+    import http.client
+    import socket as socket_module
+
+    sock = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    connection = http.client.HTTPConnection("localhost")
+    connection.sock = sock
+    connection.request(
+        method, path, body=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    response = connection.getresponse()
+    payload = json.loads(response.read())
+    connection.close()
+    return ags.AgentError(response.status, payload["detail"], payload["field"])
+
+
+# --- imperative verbs ------------------------------------------------------------------------
+
+
+def test_imperative_lifecycle(agent: ags.Agent) -> None:
+    created = agent.req(
+        "POST", "/v1/containers", body={"name": "job", "spec": looping(agent, "job", code=3)}
+    )
+    assert created["state"]["status"] == "created"
+    assert (
+        agent.error(
+            "POST", "/v1/containers", body={"name": "job", "spec": looping(agent, "job")}
+        ).status
+        == 409
+    )
+    started = agent.req("POST", "/v1/containers/job/start")
+    assert started["changed"] is True and started["container"]["state"]["running"]
+    assert agent.req("POST", "/v1/containers/job/start")["changed"] is False
+    assert agent.req("POST", "/v1/containers/job/pause") == {"changed": True}
+    assert agent.req("GET", "/v1/containers/job")["state"]["status"] == "paused"
+    assert [c["name"] for c in agent.req("GET", "/v1/containers", query={"status": "paused"})] == [
+        "job"
+    ]
+    assert agent.req("POST", "/v1/containers/job/unpause") == {"changed": True}
+    release(agent, "job")
+    waited = agent.req("POST", "/v1/containers/job/wait", body={"timeout": 60})
+    assert waited == {"exit_code": 3, "timed_out": False, "status": "stopped"}
+    inspect = agent.req("GET", "/v1/containers/job")
+    assert inspect["state"]["exit_code"] == 3 and inspect["state"]["pid"] is None
+    assert agent.error("POST", "/v1/containers/job/kill").status == 409
+    agent.req("DELETE", "/v1/containers/job")
+    assert agent.error("GET", "/v1/containers/job").status == 404
+
+
+def test_stop_sends_the_stop_signal_then_kill(agent: ags.Agent) -> None:
+    # The shell as pid 1 ignores SIGTERM: stop must fall back to SIGKILL after the timeout.
+    agent.put("deaf", spec(agent, "sh", "-c", "while true; do sleep 0.05; done", stop_timeout=0.5))
+    stopped = agent.req("POST", "/v1/containers/deaf/stop")
+    assert stopped["changed"] is True and stopped["exit_code"] == 137
+    # A container that handles its stop signal exits with its own code.
+    polite = "trap 'exit 42' USR1; while true; do sleep 0.05; done"
+    agent.put("polite", spec(agent, "sh", "-c", polite, stop_signal="USR1", stop_timeout=60))
+    assert agent.req("POST", "/v1/containers/polite/stop")["exit_code"] == 42
+    assert agent.req("POST", "/v1/containers/polite/stop")["changed"] is False
+    restarted = agent.req("POST", "/v1/containers/polite/restart")
+    assert restarted["container"]["state"]["running"]
+    assert agent.req("POST", "/v1/containers/polite/kill", body={"signal": "KILL"}) == {
+        "changed": True
+    }
+    assert agent.req("POST", "/v1/containers/polite/wait")["exit_code"] == 137
+
+
+def test_list_filters(agent: ags.Agent) -> None:
+    agent.put("a-web", looping(agent, "a-web", labels={"tier": "web"}))
+    agent.put("b-db", looping(agent, "b-db", labels={"tier": "db"}), state="stopped")
+    names = lambda **query: [c["name"] for c in agent.req("GET", "/v1/containers", query=query)]  # noqa: E731
+    assert names() == ["a-web", "b-db"]
+    assert names(status="running") == ["a-web"]
+    assert names(status="created") == ["b-db"]
+    assert names(label="tier=db") == ["b-db"]
+    assert names(label="tier") == ["a-web", "b-db"]
+    assert names(name="web") == ["a-web"]
+
+
+def test_restart_policy_on_failure_counts_retries(agent: ags.Agent) -> None:
+    agent.put("flaky", spec(agent, "sh", "-c", "exit 5", restart_policy="on-failure:2"))
+    final = ags.wait_for(
+        lambda: (
+            (c := agent.req("GET", "/v1/containers/flaky"))["state"]["restart_count"] == 2
+            and c["state"]["status"] == "stopped"
+            and c
+        ),
+        what="two restarts",
+    )
+    assert final["state"]["exit_code"] == 5
+    actions = [
+        json.loads(line)["action"]
+        for line in b"".join(agent.client.stream("GET", "/v1/events")).splitlines()
+    ]
+    assert actions.count("restart") == 2 and actions.count("die") == 3
+
+
+# --- logs, files, events ---------------------------------------------------------------------
+
+
+def test_logs_tail_and_follow(agent: ags.Agent) -> None:
+    agent.put(
+        "talker", spec(agent, "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; echo err >&2")
+    )
+    agent.req("POST", "/v1/containers/talker/wait")
+    everything = b"".join(agent.client.stream("GET", "/v1/containers/talker/logs")).decode()
+    assert everything == "line1\nline2\nline3\nline4\nline5\nerr\n"
+    tail = b"".join(
+        agent.client.stream("GET", "/v1/containers/talker/logs", query={"tail": 2})
+    ).decode()
+    assert tail == "line5\nerr\n"
+    as_json = b"".join(
+        agent.client.stream(
+            "GET", "/v1/containers/talker/logs", query={"tail": 1, "format": "json"}
+        )
+    )
+    assert json.loads(as_json)["text"] == "err"
+    # follow: ends when the container stops, with everything it wrote.
+    agent.put("slow", looping(agent, "slow"))
+    chunks: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: chunks.extend(
+            agent.client.stream("GET", "/v1/containers/slow/logs", query={"follow": True})
+        )
+    )
+    reader.start()
+    release(agent, "slow")
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+
+
+def test_archive_in_and_out_stays_inside_the_rootfs(agent: ags.Agent, tmp_path: Path) -> None:
+    agent.put("files", looping(agent, "files"))
+    rootfs: Path = agent.rootfs  # type: ignore[attr-defined]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("conf/app.ini", b"[app]\nx=1\n"), ("conf/empty", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o640
+            tar.addfile(info, io.BytesIO(data))
+    result = agent.req(
+        "PUT", "/v1/containers/files/archive", query={"path": "/tmp"}, raw=buffer.getvalue()
+    )
+    assert result == {"changed": True, "paths": ["/tmp/conf/app.ini", "/tmp/conf/empty"]}
+    assert (rootfs / "tmp/conf/app.ini").read_bytes() == b"[app]\nx=1\n"
+    assert stat.S_IMODE((rootfs / "tmp/conf/app.ini").stat().st_mode) == 0o640
+    out = b"".join(
+        agent.client.stream("GET", "/v1/containers/files/archive", query={"path": "/tmp/conf"})
+    )
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        assert sorted(tar.getnames()) == ["conf", "conf/app.ini", "conf/empty"]
+        assert tar.extractfile("conf/app.ini").read() == b"[app]\nx=1\n"  # type: ignore[union-attr]
+    # A symlink in the container that points at the host's root resolves inside the rootfs.
+    secret = tmp_path / "host-secret"
+    secret.write_text("host only")
+    (rootfs / "escape").symlink_to("/../../../../../../")
+    leaked = agent.error("GET", "/v1/containers/files/archive", query={"path": f"/escape{secret}"})
+    assert (leaked.status, leaked.field) == (404, "query.path")
+    # A member that climbs out is refused, and nothing is written.
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tar:
+        info = tarfile.TarInfo("../../outside")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    refused = agent.error(
+        "PUT", "/v1/containers/files/archive", query={"path": "/tmp"}, raw=evil.getvalue()
+    )
+    assert (refused.status, refused.field) == (422, "body")
+    assert not (rootfs.parent / "outside").exists() and not (rootfs / "outside").exists()
+    # Writing through a symlink planted in the container lands inside the rootfs.
+    (rootfs / "tmp" / "link").symlink_to(str(tmp_path))
+    (rootfs / str(tmp_path).lstrip("/")).mkdir(parents=True)
+    agent.req(
+        "PUT", "/v1/containers/files/archive", query={"path": "/tmp/link"}, raw=buffer.getvalue()
+    )
+    assert not (tmp_path / "conf").exists()
+    assert (rootfs / str(tmp_path).lstrip("/") / "conf/app.ini").exists()
+
+
+def test_events_resume_from_an_id(agent: ags.Agent) -> None:
+    agent.put("ev", spec(agent, "true"))
+    agent.req("POST", "/v1/containers/ev/wait")
+    events = [
+        json.loads(line) for line in b"".join(agent.client.stream("GET", "/v1/events")).splitlines()
+    ]
+    assert [e["action"] for e in events] == ["create", "start", "die"]
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    later = [
+        json.loads(line)
+        for line in b"".join(
+            agent.client.stream("GET", "/v1/events", query={"since": events[0]["id"]})
+        ).splitlines()
+    ]
+    assert later == events[1:]
+    assert events[2]["attributes"] == {"exit_code": 0}
+
+
+def test_exec_and_images_say_not_available(agent: ags.Agent) -> None:
+    agent.put("ex", looping(agent, "ex"))
+    error = agent.error("POST", "/v1/containers/ex/exec", body={"command": ["true"]})
+    assert error.status == 404 and "exec" in error.detail
+    assert agent.error("GET", "/v1/images").status == 404
+    assert agent.req("GET", "/v1/info")["features"]["exec"] is False
+
+
+def test_concurrent_clients(agent: ags.Agent) -> None:
+    failures: list[str] = []
+
+    def client(index: int) -> None:
+        name = f"par{index}"
+        try:
+            made = agent.req(
+                "POST",
+                "/v1/containers",
+                body={
+                    "name": name,
+                    "spec": spec(agent, "sh", "-c", f"exit {index % 7}"),
+                    "start": True,
+                },
+            )
+            assert made["name"] == name
+            waited = agent.req("POST", f"/v1/containers/{name}/wait", body={"timeout": 120})
+            assert waited["exit_code"] == index % 7, waited
+            agent.req("DELETE", f"/v1/containers/{name}")
+        except Exception as exc:  # collected and reported below
+            failures.append(f"{name}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert agent.req("GET", "/v1/containers") == []
+    assert list((agent.root / "runtime").iterdir()) == []
+    assert list((agent.root / "containers").iterdir()) == []

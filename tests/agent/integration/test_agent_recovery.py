@@ -1,0 +1,155 @@
+"""Containers outlive the agent: ``kill -9`` of ``gantry agent serve`` while containers run,
+exits while it is down, restart policies applied at start-up, and a crash's debris
+removed — a real agent process, real containers, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import agent_support as ags
+import pytest
+import rootfs_support as rs
+from gantry.runtime.defaults import default_config
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not rs.BUSYBOX.exists(), reason="needs a static /bin/busybox"),
+]
+
+RUNTIME = Path(sys.executable).parent / "gantry-runtime"
+LOOP = (
+    "trap 'exit 143' TERM; while [ ! -e /tmp/stop-$NAME ]; do sleep 0.05; done; "
+    "rm /tmp/stop-$NAME; exit $CODE"
+)
+
+
+def looping(rootfs: Path, name: str, code: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "rootfs": str(rootfs),
+        "command": ["sh", "-c", LOOP],
+        "env": {"NAME": name, "CODE": str(code)},
+        **extra,
+    }
+
+
+def events(agent: ags.Agent) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for line in b"".join(agent.client.stream("GET", "/v1/events")).splitlines()
+    ]
+
+
+def test_kill_9_of_the_agent_leaves_containers_running_and_restart_reconciles(
+    no_leftovers: None,
+) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        names = [f"svc{i}" for i in range(10)]
+        for name in names:
+            agent.put(name, looping(rootfs, name))
+        agent.put("exits", looping(rootfs, "exits", code=7))
+        agent.put("phoenix", looping(rootfs, "phoenix", code=1, restart_policy="always"))
+        agent.put("quiet", looping(rootfs, "quiet", code=1))  # restart policy "no"
+        pids = {row["name"]: row["pid"] for row in agent.req("GET", "/v1/containers")}
+        assert all(pids.values()) and len(pids) == 13
+
+        agent.kill9()
+        assert all(ags.pid_alive(pid) for pid in pids.values())
+        # Exits while nobody watches: the shim records them.
+        for name in ("exits", "phoenix", "quiet"):
+            (rootfs / "tmp" / f"stop-{name}").touch()
+        for name in ("exits", "phoenix", "quiet"):
+            ags.wait_for(lambda name=name: not ags.pid_alive(pids[name]), what=f"{name} to exit")
+        assert all(ags.pid_alive(pids[name]) for name in names)
+
+        agent.start()
+        rows = {row["name"]: row for row in agent.req("GET", "/v1/containers")}
+        for name in names:
+            assert rows[name]["status"] == "running" and rows[name]["pid"] == pids[name]
+        assert (rows["exits"]["status"], rows["exits"]["exit_code"]) == ("stopped", 7)
+        assert (rows["quiet"]["status"], rows["quiet"]["exit_code"]) == ("stopped", 1)
+        phoenix = ags.wait_for(
+            lambda: (
+                (c := agent.req("GET", "/v1/containers/phoenix"))["state"]["status"] == "running"
+                and c
+            ),
+            what="the restart: always container to run again",
+        )
+        assert phoenix["state"]["restart_count"] == 1 and phoenix["state"]["pid"] != pids["phoenix"]
+        seen = events(agent)
+        adopted = {e["container"] for e in seen if e["action"] == "adopt"}
+        assert adopted == set(names)
+        down = {
+            e["container"]: e["attributes"]["exit_code"]
+            for e in seen
+            if e["action"] == "exit_while_down"
+        }
+        assert down == {"exits": 7, "phoenix": 1, "quiet": 1}
+
+        # The re-adopted containers are watched again: an exit now is seen at once.
+        (rootfs / "tmp" / "stop-svc0").touch()
+        assert agent.req("POST", "/v1/containers/svc0/wait", body={"timeout": 60})["exit_code"] == 0
+
+
+def test_a_crash_mid_create_leaves_no_debris(no_leftovers: None, tmp_path: Path) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("kept", looping(rootfs, "kept"))
+        kept_pid = agent.req("GET", "/v1/containers/kept")["state"]["pid"]
+        agent.kill9()
+        # What a crash between the steps of a create can leave: a staged bundle in tmp/,
+        # a bundle whose database row was never committed, and a runtime container
+        # (an init waiting for its start) that no row owns.
+        staged = agent.root / "tmp" / "0123abcd"
+        staged.mkdir()
+        (staged / "config.json").write_text("{}")
+        orphan_bundle = agent.root / "containers" / "deadbeefdeadbeefdeadbeefdeadbeef"
+        orphan_bundle.mkdir()
+        (orphan_bundle / "config.json").write_text("{}")
+        bundle = tmp_path / "bundle"
+        bundle.mkdir()
+        config = default_config(["sleep", "1000"], str(rootfs))
+        parent = agent.extra[agent.extra.index("--cgroup-parent") + 1]
+        config["linux"]["cgroupsPath"] = f"{parent}/orphan"
+        (bundle / "config.json").write_text(json.dumps(config))
+        subprocess.run(
+            [
+                str(RUNTIME),
+                "--root",
+                str(agent.root / "runtime"),
+                "create",
+                "--bundle",
+                str(bundle),
+                "orphan",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        orphan_pid = json.loads((agent.root / "runtime" / "orphan" / "state.json").read_text())[
+            "pid"
+        ]
+        assert ags.pid_alive(orphan_pid)
+
+        agent.start()
+        assert list((agent.root / "tmp").iterdir()) == []
+        assert not orphan_bundle.exists()
+        assert not (agent.root / "runtime" / "orphan").exists()
+        assert not ags.pid_alive(orphan_pid)
+        assert [row["name"] for row in agent.req("GET", "/v1/containers")] == ["kept"]
+        assert agent.req("GET", "/v1/containers/kept")["state"]["pid"] == kept_pid
+
+
+def test_sigterm_stops_the_agent_gracefully_and_containers_keep_running(no_leftovers: None) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("stays", looping(rootfs, "stays"))
+        pid = agent.req("GET", "/v1/containers/stays")["state"]["pid"]
+        assert agent.stop() == 0
+        assert not agent.socket.exists()
+        assert ags.pid_alive(pid)
+        agent.start()
+        assert agent.req("GET", "/v1/containers/stays")["state"]["pid"] == pid
