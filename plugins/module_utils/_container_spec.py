@@ -100,8 +100,8 @@ def string_map(option, value):
     for key, item in value.items():
         if not isinstance(item, str):
             raise SpecError(
-                "%s.%s: must be a string, got %s %r; quote the value in YAML (for example "
-                "'%s') so it is passed as written" % (option, key, type(item).__name__, item, item)
+                "%s.%s: must be a string, got %s %r; quote the value in YAML so it is passed "
+                "as written" % (option, key, type(item).__name__, item)
             )
         result[str(key)] = item
     return result
