@@ -449,9 +449,12 @@ diff:
       sample: [spec.resources.memory]
 """
 
+import contextlib
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gantry.fleet.plugins.module_utils._agent_client import (
     AGENT_REQUIRED_BY,
+    AgentConflict,
     AgentError,
     AgentNotFound,
     agent_argument_spec,
@@ -593,20 +596,36 @@ class ContainerModule:
         current = self.inspect()
         if current is None:
             return dict(changed=False, actions=[], container={}, diff=ansible_diff(self.name, None))
+        # The agent's forced removal kills with SIGKILL (as docker rm -f); stop it first with
+        # its own stop signal and timeout, so the process gets to end cleanly.
+        plan = self.client.delete(self.path, query={"force": True, "dry_run": True}).body
+        actions = list(plan.get("actions") or [])
+        if self.check_mode:
+            return dict(
+                changed=bool(actions),
+                actions=actions,
+                container=current,
+                diff=ansible_diff(self.name, plan.get("diff")),
+            )
+        status = (current.get("state") or {}).get("status")
+        if status in ("running", "restarting"):
+            # Gone or stopped meanwhile: the removal below settles it.
+            with contextlib.suppress(AgentNotFound, AgentConflict):
+                self.client.post(self.path + "/stop", body={}, timeout=self.slow_timeout(current))
         try:
             answer = self.client.delete(
-                self.path,
-                query={"force": True, "dry_run": self.check_mode},
-                timeout=self.slow_timeout(current),
+                self.path, query={"force": True}, timeout=self.slow_timeout(current)
             ).body
         except AgentNotFound:
             # Removed by someone else in between: what was asked holds.
             return dict(changed=False, actions=[], container={}, diff=ansible_diff(self.name, None))
+        if "remove" not in actions:
+            actions = list(answer.get("actions") or [])
         return dict(
-            changed=bool(answer.get("changed")),
-            actions=list(answer.get("actions") or []),
-            container=current if self.check_mode else {},
-            diff=ansible_diff(self.name, answer.get("diff")),
+            changed=True,
+            actions=actions,
+            container={},
+            diff=ansible_diff(self.name, plan.get("diff")),
         )
 
     def put(self, agent_state, spec, dry_run, current):
