@@ -20,7 +20,10 @@ from types import FrameType
 from typing import Any
 
 from gantry.cli import runtime_cgroups
+from gantry.cli import runtime_exec as rx
 from gantry.linux import prctl, proc
+from gantry.runtime import console, tini
+from gantry.runtime import exec as rexec
 from gantry.runtime import state as st
 from gantry.runtime import supervisor as sv
 from gantry.runtime.cgroups import CgroupError
@@ -29,7 +32,19 @@ from gantry.runtime.shim import ShimMissingError
 from gantry.runtime.spec import SpecError, load_spec
 
 PROG = "gantry-runtime"
-VERBS = ("create", "start", "state", "kill", "delete", "run", "list", "ps", "pause", "resume")
+VERBS = (
+    "create",
+    "start",
+    "state",
+    "kill",
+    "delete",
+    "run",
+    "exec",
+    "list",
+    "ps",
+    "pause",
+    "resume",
+)
 """runc's lifecycle verbs; ``update`` and ``events`` are in :mod:`.runtime_cgroups`."""
 
 Handler = Callable[[argparse.Namespace], int]
@@ -69,14 +84,30 @@ def _write_pid_file(path: str | None, pid: int) -> None:
         st.write_atomic(Path(path).absolute(), f"{pid}", 0o644)
 
 
-def _create(args: argparse.Namespace) -> st.ContainerState:
+def _create(args: argparse.Namespace, terminal: rx.TerminalPlan | None = None) -> st.ContainerState:
     st.validate_id(args.id)
-    if args.console_socket:
-        raise CommandError(
-            "--console-socket: terminal support is not there yet (process.terminal must be false)"
-        )
     bundle, spec = _load(args.bundle)
-    recorded = sv.create(_root(args), args.id, bundle=bundle, spec=spec)
+    detach = args.verb == "create" or args.detach
+    try:
+        tini.init_binary(spec)
+        plan = rx.plan_terminal(spec.process.terminal, args.console_socket, detach=detach)
+    except (tini.InitBinaryError, rx.TerminalUsageError, console.ConsoleError) as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        recorded = sv.create(
+            _root(args), args.id, bundle=bundle, spec=spec, console_socket=plan.send
+        )
+    except BaseException:
+        plan.close()
+        raise
+    if plan.send is not None:
+        plan.send.close()
+        plan.send = None
+    if terminal is not None:
+        terminal.receive, terminal.host_tty = plan.receive, plan.host_tty
+        terminal.close_host_tty = plan.close_host_tty
+    else:
+        plan.close()
     try:
         _write_pid_file(args.pid_file, recorded.pid)
     except OSError as exc:
@@ -131,20 +162,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The container's shim is orphaned by create's double fork; in the foreground it
         # lands here rather than on the host's init, and is reaped below once it is done.
         prctl.set_child_subreaper(True)
-    recorded = _create(args)
+    terminal = rx.TerminalPlan()
+    recorded = _create(args, terminal)
     root = _root(args)
     # Installed before start: a signal that comes while the container starts is its too.
     forwarded = {} if args.detach else _forward_signals(recorded)
     try:
+        master = -1
         try:
+            if terminal.receive is not None:
+                master = console.receive_console(terminal.receive)
             sv.start(sv.find(root, args.id))
         except BaseException:
+            if master >= 0:
+                os.close(master)
             sv.delete(sv.find(root, args.id), force=True)
             raise
         if args.detach:
             return 0
+        if master >= 0:
+            try:
+                rx.proxy_terminal(master, terminal, recorded.pid, recorded.start_time)
+            finally:
+                os.close(master)
         record = sv.wait_exit(sv.find(root, args.id))
     finally:
+        terminal.close()
         for signum, previous in forwarded.items():
             signal.signal(signum, previous)
     sv.delete(sv.find(root, args.id), force=True)
@@ -186,6 +229,10 @@ def _forward_signals(recorded: st.ContainerState) -> dict[int, Any]:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         previous[int(signum)] = signal.signal(signum, forward)
     return previous
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    return rx.cmd_exec(args, _root(args), _write_pid_file)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -281,7 +328,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     def create_flags(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--bundle", "-b", help="the bundle directory (default: the current one)")
         sub.add_argument("--pid-file", help="write the init's pid to this file")
-        sub.add_argument("--console-socket", help="(terminal support is not there yet)")
+        sub.add_argument(
+            "--console-socket",
+            help="AF_UNIX socket to send the pty master to (process.terminal, detached)",
+        )
         sub.add_argument("id")
 
     create_flags(verb("create", cmd_create, "create a container, waiting to be started"))
@@ -297,6 +347,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = verb("run", cmd_run, "create and start a container, wait for it, delete it")
     run.add_argument("--detach", "-d", action="store_true", help="return once it runs")
     create_flags(run)
+    rx.add_exec_arguments(verb("exec", cmd_exec, "run a process in a running container"))
     listing = verb("list", cmd_list, "list the containers")
     listing.add_argument("--format", "-f", choices=("table", "json"), default="table")
     listing.add_argument("--quiet", "-q", action="store_true", help="ids only")
@@ -334,6 +385,13 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except runtime_cgroups.ERRORS as exc:
         message = str(exc)
     except ShimMissingError as exc:
+        message = str(exc)
+    except (
+        rexec.ExecError,
+        rx.ExecUsageError,
+        rx.TerminalUsageError,
+        console.ConsoleError,
+    ) as exc:
         message = str(exc)
     except SpecError as exc:
         message = str(exc)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from gantry.runtime import tini
 from gantry.runtime.defaults import default_config
 from gantry.runtime.seccomp_default import default_seccomp_config
 from gantry.runtime.spec import CAPABILITIES, Spec, load_spec
@@ -109,6 +110,9 @@ def config_for(
             entry["options"].append("ro")
         config["mounts"].append(entry)
     config["annotations"] = {"org.gantry.container.id": container_id}
+    if spec["init"]:
+        # tini as PID 1 (gantry.runtime.tini): reaps orphans, forwards signals.
+        config["annotations"][tini.ANNOTATION] = "true"
     return config
 
 

@@ -19,6 +19,7 @@ requests on one container serialise and requests on different containers run in 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -33,15 +34,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from gantry.engine import bundle as bundles
+from gantry.engine import execs
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine.events import EventLog
+from gantry.engine.health import NO_HEALTH, HealthChecker
 from gantry.engine.monitor import ExitMonitor
 from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
 from gantry.runtime import state as st
-from gantry.runtime import supervisor
-from gantry.runtime.cgroups import CgroupError
+from gantry.runtime import supervisor, tini
+from gantry.runtime.cgroups import CgroupError, layout, open_cgroup
 from gantry.runtime.cgroups.resources import ResourceError
 from gantry.runtime.process import ContainerInitError
 from gantry.runtime.spec import SpecError
@@ -85,12 +88,16 @@ class Engine:
         # The runtime changes a live cgroup's limits (Cgroup.update): no recreate needed.
         self.resources_in_place = True
         self.restarts_total = 0
+        self.cgroup_layout = layout.detect()
+        self.exec_available = execs.exec_available()
+        _preload_runtime()
         for directory in (root, self.containers_dir, self.runtime_root):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(mode=0o700)
         self.store = Store(root / "state.db")
         self.events = EventLog(self.store)
+        self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
         self.monitor = ExitMonitor(self._on_exit)
         self.recover()
 
@@ -100,6 +107,7 @@ class Engine:
         for timer in list(self._restart_timers.values()):
             timer.cancel()
         self.events.close()
+        self.health.close()
         self.monitor.close()
         self.store.close()
 
@@ -125,10 +133,34 @@ class Engine:
             yield self._row(name)
 
     def _runtime(self, row: ContainerRow) -> supervisor.Container | None:
+        """The runtime's view of the container (None when it has no runtime state).
+
+        The same facts and rules as ``supervisor.find``, but with the host's cgroup layout
+        read once at start-up instead of from the mount table at every look (which made
+        listing 200 containers cost a mountinfo parse each)."""
+        directory = st.container_dir(self.runtime_root, row.id)
         try:
-            return supervisor.find(self.runtime_root, row.id)
-        except st.StateError:
-            return None
+            recorded = st.read_state(directory)
+        except (st.StateError, OSError):
+            recorded = None
+        if recorded is None:
+            if not directory.is_dir():
+                return None
+            return supervisor.Container(directory, None, "creating")
+        alive, same = st.process_matches(recorded.pid, recorded.start_time)
+        frozen = False
+        if alive and same:
+            with contextlib.suppress(CgroupError, OSError):
+                cgroup = open_cgroup(recorded.cgroup, self.cgroup_layout)
+                frozen = cgroup.can_freeze() and cgroup.state() == "frozen"
+        facts = st.Facts(
+            recorded=True,
+            alive=alive,
+            same_start_time=same,
+            fifo_exists=(directory / st.FIFO_FILE).exists(),
+            frozen=frozen,
+        )
+        return supervisor.Container(directory, recorded, st.derive_status(facts))
 
     def status(self, row: ContainerRow, runtime: supervisor.Container | None = None) -> str:
         runtime = runtime if runtime is not None else self._runtime(row)
@@ -167,6 +199,7 @@ class Engine:
         policy = row.spec["restart_policy"]["name"]
         if runtime is not None and runtime.status in RUNNING_STATES and runtime.state is not None:
             self.monitor.watch(row.id, runtime.state.pid, runtime.state.start_time)
+            self._watch_health(row, row.started_at)
             self.events.emit("adopt", row.name, row.id, pid=runtime.state.pid)
             return
         if runtime is not None and runtime.status in ("created", "creating"):
@@ -288,11 +321,13 @@ class Engine:
             ran_for = record.finished_ns / 1e9 - _parse_time(row.started_at)
         if ran_for is not None and ran_for >= BACKOFF_RESET_AFTER:
             self._backoff.pop(row.id, None)
+        self.health.forget(row.id)
+        # The event first: whoever sees the exit recorded (a waiter) also finds its event.
+        self.events.emit(event, row.name, row.id, exit_code=exit_code)
         self.store.update(
             row.id, finished_at=finished, exit_code=exit_code, exit_signal=exit_signal
         )
         self._delete_runtime(runtime)
-        self.events.emit(event, row.name, row.id, exit_code=exit_code)
         with self._exit_cond:
             self._exit_cond.notify_all()
         return record
@@ -306,6 +341,26 @@ class Engine:
         except (supervisor.RuntimeError_, CgroupError, OSError) as exc:
             _log.warning("container %s: cleaning up its runtime state: %s", runtime.id, exc)
 
+    # --- health -------------------------------------------------------------------------------
+
+    def _watch_health(self, row: ContainerRow, started_at: str | None) -> None:
+        if row.spec["healthcheck"] is not None and self.exec_available:
+            self.health.watch(row.id, row.spec["healthcheck"], started_at)
+
+    def _run_check(self, container_id: str, request: execs.ExecRequest) -> dict[str, Any]:
+        return execs.run_exec(self.runtime_root, container_id, request, self.tmp)
+
+    def _still_running(self, container_id: str, started_at: str | None) -> bool:
+        row = self.store.get(container_id)
+        if self.closing or row is None or row.started_at != started_at:
+            return False
+        return self.status(row) in RUNNING_STATES
+
+    def _health_changed(self, container_id: str, status: str) -> None:
+        row = self.store.get(container_id)
+        if row is not None:
+            self.events.emit("health_status", row.name, row.id, status=status)
+
     # --- create, start ----------------------------------------------------------------------
 
     def _create_locked(
@@ -318,10 +373,19 @@ class Engine:
     ) -> ContainerRow:
         if self.store.get(name) is not None:
             raise Conflict(f"a container named {name!r} exists already", "name")
+        if spec["healthcheck"] is not None and not self.exec_available:
+            raise Invalid(
+                "spec.healthcheck: health checks run through exec, which is not available "
+                "on this agent yet",
+                "spec.healthcheck",
+            )
         container_id = uuid.uuid4().hex
         config = bundles.config_for(spec, container_id, self.cgroup_parent)
         try:
-            bundles.spec_from_data(config)
+            runtime_spec = bundles.spec_from_data(config)
+            tini.init_binary(runtime_spec)
+        except tini.InitBinaryError as exc:
+            raise Invalid(f"spec.init: {exc}", "spec.init") from None
         except SpecError as exc:
             raise Invalid(
                 f"spec: the runtime refuses the container's configuration: {exc}", "spec"
@@ -407,6 +471,7 @@ class Engine:
             self.restarts_total += 1
         self.store.update(row.id, **changes)
         self.monitor.watch(row.id, recorded.pid, recorded.start_time)
+        self._watch_health(row, changes["started_at"])
         if announce_create:
             self.events.emit("create", row.name, row.id)
         if restart:
@@ -462,6 +527,7 @@ class Engine:
 
     def _remove_locked(self, row: ContainerRow, *, event: bool = True) -> None:
         self._cancel_restart(row)
+        self.health.forget(row.id)
         runtime = self._runtime(row)
         if runtime is not None:
             self._delete_runtime(runtime)
@@ -727,6 +793,10 @@ class Engine:
             self.bundle_dir(row) / bundles.CONFIG_FILE, json.dumps(config, indent=2), mode=0o600
         )
         self.store.update(row.id, spec=desired)
+        if desired["healthcheck"] != row.spec["healthcheck"]:
+            self.health.forget(row.id)
+            if self.status(row) in RUNNING_STATES:
+                self._watch_health(self._row(row.id), row.started_at)
         if desired["restart_policy"] != row.spec["restart_policy"]:
             self._backoff.pop(row.id, None)
         self.events.emit("update", row.name, row.id)
@@ -767,7 +837,9 @@ class Engine:
                 "finished_at": row.finished_at,
                 "restart_count": row.restart_count,
                 "stopped_by_user": row.stopped_by_user,
-                "health": {"status": "none", "failing_streak": 0, "log": []},
+                "health": self.health.state(row.id)
+                if row.spec["healthcheck"] is not None
+                else dict(NO_HEALTH),
             },
             "paths": {
                 "bundle": str(directory),
@@ -840,15 +912,42 @@ class Engine:
         row = self.store.get(container_id)
         return row is not None and self.status(row) in ("running", "paused", "restarting")
 
-    def exec(self, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
-        self._row(key)
-        # The seam: gantry.runtime.exec (the terminal and exec work) joins a running
-        # container's namespaces, cgroup, capabilities and seccomp. Until it lands the
-        # agent says so instead of pretending.
-        raise Unavailable("exec is not available on this agent yet")
+    def exec(self, key: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Run a command in a running container to completion (see :mod:`.execs`)."""
+        if not self.exec_available:
+            raise Unavailable("exec is not available on this agent yet")
+        request = execs.parse_request(raw)
+        row = self._row(key)
+        runtime = self._runtime(row)
+        status = self.status(row, runtime)
+        if status != "running":
+            raise Conflict(f"container {row.name!r} is {status}, not running: cannot exec", "name")
+        return execs.run_exec(self.runtime_root, row.id, request, self.tmp)
 
     def runtime_of(self, key: str) -> supervisor.Container | None:
         return self._runtime(self._row(key))
+
+
+def _preload_runtime() -> None:
+    """Import every module a container's supervisor loads lazily, before any request.
+
+    ``supervisor.create`` forks this multi-threaded process: a module imported for the
+    first time in the child while another thread of the parent held the import lock at
+    the fork would deadlock the child (the lock's owner does not exist there). The seam
+    for the real fix, a single-threaded fork server, is ``gantry.runtime.launcher``."""
+    for module in (
+        "gantry.runtime.process",
+        "gantry.runtime.init",
+        "gantry.runtime.rootfs",
+        "gantry.runtime.seccomp",
+        "gantry.runtime.cgroups.v1",
+        "gantry.runtime.cgroups.v2",
+        "gantry.runtime.cgroups.resources",
+        "gantry.runtime.cgroups.devices",
+        "gantry.runtime.cgroups.stats",
+    ):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
 
 
 _OCI_RESOURCE_FIELDS: Final = {

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gantry import __version__
-from gantry.runtime.cgroups import CgroupError, layout
+from gantry.runtime.cgroups import CgroupError, layout, open_cgroup
 
 if TYPE_CHECKING:
     from gantry.engine.core import Engine
@@ -61,7 +61,7 @@ def host_info(engine: Engine) -> dict[str, Any]:
         "features": {
             "images": False,
             "network": False,
-            "exec": False,
+            "exec": engine.exec_available,
             "log_timestamps": False,
             "cgroup_update": engine.resources_in_place,
             "resource_limits": True,
@@ -84,7 +84,7 @@ def container_figures(engine: Engine) -> list[dict[str, Any]]:
 
             item["start_time"] = _parse_time(row.started_at)
         with contextlib.suppress(CgroupError, OSError):
-            cgroup = runtime.cgroup()
+            cgroup = open_cgroup(runtime.state.cgroup, engine.cgroup_layout)
             item["processes"] = len(cgroup.all_pids())
             stats = cgroup.stats()
             if stats.cpu is not None:

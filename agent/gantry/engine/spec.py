@@ -506,15 +506,11 @@ def normalise(
     out["labels"] = _str_map(spec.get("labels"), f"{prefix}.labels")
     out["restart_policy"] = _restart_policy(spec.get("restart_policy"), f"{prefix}.restart_policy")
     out["healthcheck"] = _healthcheck(spec.get("healthcheck"), f"{prefix}.healthcheck")
-    if out["healthcheck"] is not None:
-        raise _not_yet(f"{prefix}.healthcheck", "health checks run through exec, which is")
     out["stop_signal"] = signal_name(spec.get("stop_signal", "SIGTERM"), f"{prefix}.stop_signal")
     out["stop_timeout"] = _number(
         spec.get("stop_timeout", 10), f"{prefix}.stop_timeout", minimum=0, maximum=86400
     )
     out["init"] = _bool(spec.get("init", False), f"{prefix}.init")
-    if out["init"]:
-        raise _not_yet(f"{prefix}.init", "an init process for containers is")
     out["tty"] = _bool(spec.get("tty", False), f"{prefix}.tty")
     if out["tty"]:
         raise _not_yet(f"{prefix}.tty", "terminals are")

@@ -34,7 +34,7 @@ from typing import Any, Final, NoReturn
 from gantry.linux import fs, ns, prctl, proc
 from gantry.linux import mount as mnt
 from gantry.linux import seccomp as kernel_seccomp
-from gantry.runtime import security, users
+from gantry.runtime import console, devices, hooks, security, users
 from gantry.runtime.rootfs import RootfsError, prepare_rootfs
 from gantry.runtime.security import CapabilityPlan
 from gantry.runtime.spec import Spec
@@ -43,9 +43,11 @@ from gantry.runtime.users import ExecUser
 __all__ = [
     "DEFAULT_PATH",
     "MSG_ACK",
+    "MSG_CONSOLE",
     "MSG_CREATED",
     "MSG_ERROR",
     "MSG_GO",
+    "MSG_HOOKS",
     "MSG_PID",
     "MSG_RLIMITS",
     "MSG_STAGE1",
@@ -64,11 +66,13 @@ MSG_STAGE1: Final = "stage1"  # first child alive (and in its user namespace): j
 MSG_TIMENS: Final = "timens"  # time namespace created: write its offsets
 MSG_PID: Final = "pid"  # the init is forked: {"pid": host pid}
 MSG_RLIMITS: Final = "rlimits"  # ids still the runtime's: set the rlimits with prlimit(2)
+MSG_HOOKS: Final = "hooks"  # mounts made, before pivot_root: run prestart and createRuntime
+MSG_CONSOLE: Final = "console"  # the pty master, as SCM_RIGHTS
 MSG_CREATED: Final = "created"  # set up, waiting for start right before execve
 MSG_ERROR: Final = "error"  # {"step", "errno", "message"}
 # ... and runtime -> child.
 MSG_ACK: Final = "ack"
-MSG_GO: Final = "go"  # the runtime holds a pidfd of the init and is its parent
+MSG_GO: Final = "go"  # the runtime holds a pidfd of the init and is its parent; {"state"}
 MSG_START: Final = "start"  # exec the container process
 
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -80,6 +84,7 @@ _MAX_TEXT: Final = 4000
 _EXIT_SETUP_FAILED: Final = 1
 _EXIT_NOT_EXECUTABLE: Final = 126
 _EXIT_NOT_FOUND: Final = 127
+_MAX_FDS: Final = 4
 
 # Network interface ioctls (linux/sockios.h) and the "up" flag (linux/if.h).
 _SIOCGIFFLAGS: Final = 0x8913
@@ -143,6 +148,13 @@ class InitConfig:
     start_fifo: bool = False
     """Wait for start on the ``exec.fifo`` whose O_PATH fd sits right after the socket
     (runc's create/start split), instead of a ``start`` message on the socket."""
+    terminal: bool = False
+    """Allocate a pty (``process.terminal``) and send its master to the runtime."""
+    console_size: tuple[int, int] | None = None
+    """``process.consoleSize`` as ``(rows, columns)``."""
+    create_hooks: bool = False
+    """The spec has prestart, createRuntime or createContainer hooks: stop before
+    pivot_root for them (:data:`MSG_HOOKS`)."""
 
 
 # --- the sync channel -------------------------------------------------------------------------
@@ -153,18 +165,28 @@ class SyncChannel:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.passed_fds: list[int] = []
+        """Fds that came with messages (SCM_RIGHTS), close-on-exec, for the receiver to
+        take; :meth:`close` closes those left."""
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, kind: str, **fields: object) -> None:
-        """Send one message; MSG_NOSIGNAL, so a vanished peer is EPIPE and not SIGPIPE."""
+    def send(self, kind: str, *, fds: tuple[int, ...] = (), **fields: object) -> None:
+        """Send one message (with ``fds`` as SCM_RIGHTS); MSG_NOSIGNAL, so a vanished peer
+        is EPIPE and not SIGPIPE."""
         data = json.dumps({"type": kind, **fields}).encode()
-        self.sock.send(data, socket.MSG_NOSIGNAL)
+        if fds:
+            socket.send_fds(self.sock, [data], list(fds), socket.MSG_NOSIGNAL)
+        else:
+            self.sock.send(data, socket.MSG_NOSIGNAL)
 
     def receive(self) -> dict[str, Any] | None:
         """Block for the next message; ``None`` when the other side has closed."""
-        data = self.sock.recv(MAX_MESSAGE)
+        data, fds, _flags, _addr = socket.recv_fds(
+            self.sock, MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC
+        )
+        self.passed_fds.extend(fds)
         if not data:
             return None
         message = json.loads(data)
@@ -189,7 +211,17 @@ class SyncChannel:
             self.sock.close()
             self.sock = socket.socket(fileno=fd)
 
+    def take_fd(self) -> int:
+        """The oldest fd passed with a message; ``InitStepError`` when none came."""
+        if not self.passed_fds:
+            raise InitStepError("sync", "expected an fd with the message, none came")
+        return self.passed_fds.pop(0)
+
     def close(self) -> None:
+        for fd in self.passed_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.passed_fds.clear()
         self.sock.close()
 
 
@@ -262,16 +294,32 @@ def container_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
     """
     try:
         with step("sync"):
-            channel.expect(MSG_GO)  # the runtime is our parent now, and holds our pidfd
+            # The runtime is our parent now, and holds our pidfd.
+            state: dict[str, Any] = channel.expect(MSG_GO).get("state") or {}
         with step("session"):
-            os.setsid()  # TODO(terminal): TIOCSCTTY on the console pty when process.terminal
+            os.setsid()  # a session of our own: the console pty becomes its terminal
         if config.new_net_ns:
             with step("network"):
                 bring_up_loopback()
         with step("sysctl"):
             proc_sys = open_proc_sys() if config.sysctls else -1
         with step("rootfs"):
-            prepare_rootfs(config.spec, config.rootfs, bundle=config.bundle, log=_SILENT)
+            prepare_rootfs(
+                config.spec,
+                config.rootfs,
+                bundle=config.bundle,
+                log=_SILENT,
+                before_pivot=(
+                    (lambda: run_create_hooks(config, channel, state))
+                    if config.create_hooks
+                    else None
+                ),
+            )
+        if config.terminal:
+            with step("console"):
+                # After pivot_root and the mounts, from the container's own devpts, as
+                # runc's setupConsole.
+                setup_console(channel, config.console_size, bind_console=True)
         with step("hostname"):
             set_host_names(config.hostname, config.domainname)
         with step("sysctl"):
@@ -285,6 +333,9 @@ def container_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
         with step("user"):
             user = resolve_user(config)
             apply_umask(config.umask)
+        if config.terminal:
+            with step("console"):
+                give_terminal_to(user)
         if config.rlimits:
             with step("rlimits"):
                 # Set from outside: a hard limit cannot be raised from inside a user
@@ -320,9 +371,13 @@ def container_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
             channel.send(MSG_CREATED)  # create_init returns: the OCI "created" state
             if not config.start_fifo:
                 channel.expect(MSG_START)
+        start_hooks = hooks.hooks_of(config.spec.hooks, "startContainer")
         if config.start_fifo:
             with step("start-fifo"):
-                wait_on_start_fifo(channel.fileno() + 1)
+                gate = open_start_gate(channel.fileno() + 1)
+            pass_start_gate(gate, start_hooks, state)
+        elif start_hooks:
+            run_start_hooks(start_hooks, state)
         if config.seccomp and not config.seccomp_early:
             with step("seccomp"):
                 load_seccomp(config)  # last: the filter governs nothing of our own set-up
@@ -538,8 +593,14 @@ def close_inherited_fds(channel: SyncChannel, *, keep_fifo: bool = False) -> Non
     proc.close_range(channel.fileno() + (2 if keep_fifo else 1))
 
 
-def wait_on_start_fifo(fifo_fd: int) -> None:
-    """Block until ``start`` opens the exec.fifo for reading, then write it one byte.
+START_OK: Final = b"0"
+"""What the init writes to the exec.fifo when it goes on to exec; anything else is
+``START_FAILED`` and the reason, for ``start`` to report."""
+START_FAILED: Final = b"!"
+
+
+def open_start_gate(fifo_fd: int) -> int:
+    """Block until ``start`` opens the exec.fifo for reading; the FIFO opened for writing.
 
     ``fifo_fd`` is an O_PATH handle opened by the runtime on the host: after pivot_root
     the FIFO's path is out of sight, so it is reopened for writing through this process's
@@ -552,8 +613,86 @@ def wait_on_start_fifo(fifo_fd: int) -> None:
         raise FileNotFoundError(
             errno.ENOENT, "reopening exec.fifo needs /proc mounted in the container"
         ) from None
-    try:
-        os.write(writer, b"0")
     finally:
-        os.close(writer)
         os.close(fifo_fd)
+    return writer
+
+
+def pass_start_gate(gate: int, start_hooks: tuple[Any, ...], state: dict[str, Any]) -> None:
+    """Run the startContainer hooks, then tell ``start`` through the FIFO ``gate`` whether
+    the program is about to be executed: a hook's failure is then ``start``'s error."""
+    try:
+        run_start_hooks(start_hooks, state)
+    except InitStepError as failure:
+        with contextlib.suppress(OSError):
+            os.write(gate, START_FAILED + str(failure).encode()[:_MAX_TEXT])
+        os.close(gate)
+        raise
+    with step("start-fifo"):
+        os.write(gate, START_OK)
+    # Left open (close-on-exec): the execve closes it, and the end-of-file that ``start``
+    # then reads says the program runs, so poststart hooks run after it (runtime-spec).
+
+
+def run_start_hooks(start_hooks: tuple[Any, ...], state: dict[str, Any]) -> None:
+    """The startContainer hooks: in the container, after pivot_root (their paths are the
+    container's), as its user, before the program's execve (runtime-spec config.md)."""
+    if not start_hooks:
+        return
+    with step("hooks"):
+        try:
+            hooks.run_hooks(start_hooks, "startContainer", {**state, "status": "created"})
+        except hooks.HookError as exc:
+            raise InitStepError("hooks", str(exc)) from None
+
+
+def run_create_hooks(config: InitConfig, channel: SyncChannel, state: dict[str, Any]) -> None:
+    """Between the mounts and pivot_root: the runtime runs prestart and createRuntime in
+    its own namespaces (:data:`MSG_HOOKS`), then this init runs createContainer in the
+    container's, with the host's paths still in sight (runc's order)."""
+    with step("hooks"):
+        channel.send(MSG_HOOKS)
+        channel.expect(MSG_ACK)
+        try:
+            hooks.run_hooks(
+                hooks.hooks_of(config.spec.hooks, "createContainer"),
+                "createContainer",
+                {**state, "status": "creating"},
+            )
+        except hooks.HookError as exc:
+            raise InitStepError("hooks", str(exc)) from None
+
+
+def give_terminal_to(user: ExecUser) -> None:
+    """Make the pty (fd 0) the process user's own, as runc's fixStdioPermissions does: the
+    slave is created root's, mode 0620, and a non-root user could not reopen its own
+    terminal (``/proc/self/fd/0``, ``tty``-checking programs) otherwise."""
+    os.fchown(0, user.uid, -1)
+
+
+def setup_console(
+    channel: SyncChannel, size: tuple[int, int] | None, *, bind_console: bool
+) -> None:
+    """Allocate the process's pty from ``/dev/ptmx`` (the container's devpts), bind the
+    slave over ``/dev/console`` (the init only), send the master to the runtime, and make
+    the slave fds 0-2 and the controlling terminal (the session is ours already)."""
+    try:
+        master, slave = console.open_pty("/dev/ptmx")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "process.terminal needs /dev/ptmx and a devpts mount at /dev/pts"
+        ) from None
+    try:
+        if size is not None:
+            console.set_window_size(slave, console.WindowSize(*size))
+        if bind_console:
+            root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                devices.bind_console(root_fd, f"/proc/self/fd/{slave}")
+            finally:
+                os.close(root_fd)
+        channel.send(MSG_CONSOLE, fds=(master,))
+        console.make_controlling_terminal(slave)
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -55,17 +55,21 @@ from typing import Any, Final, NoReturn
 
 from gantry.linux import caps, ns, prctl, proc
 from gantry.linux.seccomp import SockFilter
-from gantry.runtime import security
+from gantry.runtime import hooks, security, tini
 from gantry.runtime.init import (
     MSG_ACK,
+    MSG_CONSOLE,
     MSG_CREATED,
     MSG_ERROR,
     MSG_GO,
+    MSG_HOOKS,
     MSG_PID,
     MSG_RLIMITS,
     MSG_STAGE1,
     MSG_START,
     MSG_TIMENS,
+    START_FAILED,
+    START_OK,
     InitConfig,
     InitStepError,
     SyncChannel,
@@ -161,7 +165,6 @@ def _ignored_features(spec: Spec) -> list[str]:
         ("process.ioPriority: not applied yet", process and process.io_priority),
         ("process.execCPUAffinity: not applied yet", process and process.exec_cpu_affinity),
         ("linux.memoryPolicy: not applied yet", linux.memory_policy),
-        ("hooks: not run by the container init (the caller runs them)", spec.hooks),
     ]
     return [f"{text}; ignored" for text, present in found if present]
 
@@ -173,11 +176,13 @@ def plan_init(spec: Spec, bundle: Path, host: HostFacts | None = None) -> InitCo
     for a spec this runtime cannot run; unsupported optional features become warnings.
     """
     host = host or HostFacts.probe()
+    try:
+        spec = tini.with_init(spec)
+    except tini.InitBinaryError as exc:
+        raise ContainerInitError("init", str(exc)) from None
     process = spec.process
     if process is None:
         raise ContainerInitError("spec", "the spec has no process to run")
-    if process.terminal:
-        raise ContainerInitError("terminal", "process.terminal is not supported yet")
     linux = spec.linux or Linux()
     mount_ns = linux.namespace("mount")
     if mount_ns is None or mount_ns.path is not None:
@@ -265,6 +270,16 @@ def plan_init(spec: Spec, bundle: Path, host: HostFacts | None = None) -> InitCo
         seccomp_early=bool(program)
         and security.seccomp_goes_early(no_new_privs=process.no_new_privileges, plan=plan),
         warnings=tuple(warnings),
+        terminal=process.terminal,
+        console_size=(
+            (process.console_size.height, process.console_size.width)
+            if process.console_size is not None
+            else None
+        ),
+        create_hooks=any(
+            hooks.hooks_of(spec.hooks, kind)
+            for kind in ("prestart", "createRuntime", "createContainer")
+        ),
     )
 
 
@@ -470,15 +485,25 @@ class _Creation:
     """The runtime's half of one creation: the processes it has made so far, so that a
     failure can be named and cleaned up."""
 
-    def __init__(self, config: InitConfig, channel: SyncChannel, first: int, timeout: float):
+    def __init__(
+        self,
+        config: InitConfig,
+        channel: SyncChannel,
+        first: int,
+        timeout: float,
+        container_id: str = "",
+    ):
         self.config = config
         self.channel = channel
+        self.timeout = timeout
+        self.container_id = container_id
         self.deadline = time.monotonic() + timeout
         self.first_pid = first
         self.first_pidfd = -1
         self.first_reaped = False
         self.init_pid = -1
         self.init_pidfd = -1
+        self.console_fd = -1
 
     @staticmethod
     @contextlib.contextmanager
@@ -567,7 +592,31 @@ class _Creation:
                 "fork-init",
                 f"the init {self.init_pid} was not re-parented to the runtime (parent {stat.ppid})",
             )
-        self.channel.send(MSG_GO)
+        state = None
+        if config.spec.hooks is not None:
+            state = hooks.hook_state(
+                config.spec,
+                self.container_id,
+                status="creating",
+                pid=self.init_pid,
+                bundle=os.fspath(config.bundle),
+            )
+        self.channel.send(MSG_GO, state=state)
+        if config.create_hooks:
+            self.expect(MSG_HOOKS, self.init_pidfd, "hooks")
+            assert state is not None
+            try:
+                # In the runtime's namespaces, with the container's made and its mounts
+                # in place, before pivot_root (runtime-spec config.md; runc's procHooks).
+                for kind in ("prestart", "createRuntime"):
+                    hooks.run_hooks(hooks.hooks_of(config.spec.hooks, kind), kind, state)
+            except hooks.HookError as exc:
+                raise ContainerInitError("hooks", str(exc)) from None
+            self.deadline = time.monotonic() + self.timeout  # hooks have their own timeouts
+            self.channel.send(MSG_ACK)
+        if config.terminal:
+            self.expect(MSG_CONSOLE, self.init_pidfd, "console")
+            self.console_fd = self.channel.take_fd()
         if config.rlimits:
             self.expect(MSG_RLIMITS, self.init_pidfd, "init")
             with self.host_step("rlimits"):
@@ -583,6 +632,7 @@ class _Creation:
             channel=self.channel,
             warnings=config.warnings,
         )
+        handle.console_fd, self.console_fd = self.console_fd, -1
         self.init_pidfd = -1  # the handle owns it now
         os.close(self.first_pidfd)
         self.first_pidfd = -1
@@ -601,9 +651,9 @@ class _Creation:
         # Once the first child is gone, the init (announced or not) is our own child.
         for pid in _children() - children_before:
             _kill_and_reap(pid, deadline)
-        for pidfd in (self.init_pidfd, self.first_pidfd):
-            if pidfd >= 0:
-                os.close(pidfd)
+        for fd in (self.init_pidfd, self.first_pidfd, self.console_fd):
+            if fd >= 0:
+                os.close(fd)
 
 
 def create_init(
@@ -616,6 +666,7 @@ def create_init(
     start_fifo: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     log: Log | None = None,
+    container_id: str = "",
 ) -> InitHandle:
     """Create the container's init from ``spec``, set up and waiting for :meth:`start`.
 
@@ -627,6 +678,11 @@ def create_init(
     must be single-threaded; it becomes a child subreaper (PR_SET_CHILD_SUBREAPER), which
     the init's re-parenting relies on. Raises :class:`ContainerInitError` naming the step
     that failed; nothing of the container is left then.
+
+    With ``process.terminal`` the handle's ``console_fd`` is the master of the container's
+    pty (the caller owns it). The spec's prestart and createRuntime hooks run here, in the
+    caller, with ``container_id`` in their state; createContainer and startContainer hooks
+    run in the init (:mod:`gantry.runtime.hooks`).
     """
     log = log or _log
     if len(stdio) != 3:
@@ -671,7 +727,7 @@ def create_init(
     child_sock.close()
     if fifo_fd >= 0:
         os.close(fifo_fd)
-    creation = _Creation(config, SyncChannel(parent_sock), pid, timeout)
+    creation = _Creation(config, SyncChannel(parent_sock), pid, timeout, container_id)
     try:
         handle = creation.run(cgroup_procs)
     except BaseException:
@@ -683,7 +739,8 @@ def create_init(
 
 def open_start_fifo(fifo: Path, pidfd: int, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Start a created init that waits on ``fifo``: open the FIFO for reading, which lets
-    the init's open for writing through, and read its byte.
+    the init's open for writing through, read its byte, and wait for the FIFO's end,
+    which the init's execve closes: on return the program runs.
 
     ``pidfd`` is the init's: its exit before the byte arrives is an error (a plain
     blocking open would wait forever for a writer that is gone). Raises
@@ -704,14 +761,43 @@ def open_start_fifo(fifo: Path, pidfd: int, timeout: float = DEFAULT_TIMEOUT) ->
                     data = os.read(reader, 1)
                 except BlockingIOError:
                     continue
-                if data:
+                if data == START_OK:
+                    _wait_for_exec(reader, deadline)
                     return
+                if data == START_FAILED:
+                    raise ContainerInitError("start", _read_reason(reader, deadline))
                 # EOF: a writer came and went without its byte; it died in between.
                 raise ContainerInitError("start", "the container's init exited while starting")
             if pidfd in ready:
                 raise ContainerInitError("start", "the container's init exited before start")
     finally:
         os.close(reader)
+
+
+def _wait_for_exec(reader: int, deadline: float) -> None:
+    """After the init's byte: wait for the end of the FIFO, which its execve closes (or its
+    death: then the program's failure shows in its exit status)."""
+    while _wait_readable([reader], deadline):
+        try:
+            if not os.read(reader, 4096):
+                return
+        except BlockingIOError:
+            continue
+    raise ContainerInitError("start", "the container's init did not exec its program in time")
+
+
+def _read_reason(reader: int, deadline: float) -> str:
+    """The rest of a failed start's word on the FIFO, up to EOF (the init has closed it)."""
+    text = b""
+    while _wait_readable([reader], deadline):
+        try:
+            chunk = os.read(reader, 4096)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        text += chunk
+    return text.decode(errors="replace") or "the container failed to start"
 
 
 # --- the created container --------------------------------------------------------------------
@@ -739,6 +825,9 @@ class InitHandle:
         self.pidfd = pidfd
         self.warnings = warnings
         self.wait_status: int | None = None
+        self.console_fd = -1
+        """The master of the container's pty (``process.terminal``): the caller's to take
+        and close; -1 when there is none."""
         self.start_fifo: Path | None = None
         """The exec.fifo the init waits on, when it was created with one."""
         self._channel: SyncChannel | None = channel
@@ -806,7 +895,11 @@ class InitHandle:
             proc.pidfd_send_signal(self.pidfd, sig)
 
     def close(self) -> None:
-        """Kill and reap an init still running, and release the handle's fds."""
+        """Kill and reap an init still running, and release the handle's fds (the pty
+        master too, unless the caller took it)."""
+        if self.console_fd >= 0:
+            os.close(self.console_fd)
+            self.console_fd = -1
         if self.pidfd >= 0:
             if self.wait_status is None:
                 # SIGKILL before the socket closes: an unstarted init reading EOF would

@@ -31,7 +31,7 @@ import logging
 import os
 import posixpath
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -337,6 +337,7 @@ def prepare_rootfs(
     console_path: str | None = None,
     no_pivot: bool = False,
     log: Log | None = None,
+    before_pivot: Callable[[], None] | None = None,
 ) -> None:
     """Make ``rootfs`` the root of the calling process's (new, unshared) mount namespace.
 
@@ -344,7 +345,8 @@ def prepare_rootfs(
     is the pty slave to bind over /dev/console. With ``no_pivot`` (or when the host root is
     an initramfs, where pivot_root(2) fails) the rootfs is moved over ``/`` and chrooted
     into instead. Raises :class:`RootfsError`; the namespace is then half-built and the
-    caller must exit.
+    caller must exit. ``before_pivot`` is called once every mount is made and /dev is
+    populated, right before pivot_root: where the OCI create-time hooks run.
     """
     log = log or _log
     linux = spec.linux or Linux()
@@ -365,6 +367,8 @@ def prepare_rootfs(
             bind_console(root_fd, console_path)
     finally:
         os.close(root_fd)
+    if before_pivot is not None:
+        before_pivot()
     enter_rootfs(root, no_pivot=no_pivot, log=log)
     if linux.rootfs_propagation is not None:
         # "/" is now the rootfs bind, whose propagation came from the parent made private

@@ -94,16 +94,21 @@ def plan_capabilities(
             "process.capabilities asks for capabilities the runtime does not hold itself: "
             + ", ".join(sorted(missing))
         )
+    allowed_ambient = sets["permitted"] & sets["inheritable"]
+    if not sets["ambient"] <= allowed_ambient:
+        # The kernel refuses to raise an ambient capability that is not both permitted and
+        # inheritable; runc ignores that refusal, and `runc spec` itself asks for ambient
+        # capabilities with an empty inheritable set. Leave them out, and say so.
+        extra = _names(sets["ambient"] - allowed_ambient)
+        warnings.append(
+            f"process.capabilities.ambient: {extra} not both permitted and inheritable; "
+            "left out (the kernel refuses them, runc ignores them)"
+        )
+        sets["ambient"] = sets["ambient"] & allowed_ambient
     plan = CapabilityPlan(**sets)
     if not plan.effective <= plan.permitted:
         extra = _names(plan.effective - plan.permitted)
         raise ValueError(f"process.capabilities.effective has {extra}, which are not permitted")
-    if not plan.ambient <= plan.permitted & plan.inheritable:
-        extra = _names(plan.ambient - (plan.permitted & plan.inheritable))
-        raise ValueError(
-            f"process.capabilities.ambient has {extra}, which are not both permitted and "
-            "inheritable (the kernel refuses them)"
-        )
     if not plan.inheritable <= plan.bounding:
         # capset(2) refuses an inheritable capability outside the bounding set.
         extra = _names(plan.inheritable - plan.bounding)

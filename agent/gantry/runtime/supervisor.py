@@ -24,6 +24,7 @@ import posixpath
 import select
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gantry.linux import proc
+from gantry.runtime import console, hooks, saved
 from gantry.runtime import state as st
 from gantry.runtime.cgroups import Cgroup, CgroupError, apply_spec, open_cgroup
 from gantry.runtime.cgroups.path import DEFAULT_PARENT, cgroup_path_for
@@ -149,19 +151,23 @@ def create(
     spec: Spec,
     stdio: Sequence[int] = (0, 1, 2),
     timeout: float = CREATE_TIMEOUT,
+    console_socket: socket.socket | None = None,
 ) -> st.ContainerState:
     """Create the container and its supervisor; return what was recorded.
 
+    With ``process.terminal`` the master of the container's pty is sent over
+    ``console_socket`` (a connected AF_UNIX stream socket, see
+    :mod:`gantry.runtime.console`), which is then required.
     Raises :class:`StateError` (bad id, the container exists), :class:`ContainerInitError`
     (the init failed at a named step) or :class:`RuntimeError_`; nothing is left then.
     """
     directory = st.container_dir(root, container_id)
     if spec.process is None:
         raise RuntimeError_("the spec has no process to run")
-    if spec.process.terminal:
+    if spec.process.terminal and console_socket is None:
         raise RuntimeError_(
-            "process.terminal is true, but terminal support (a console socket) is not "
-            "there yet: set process.terminal to false"
+            "process.terminal is true: a console socket must receive the terminal "
+            "(--console-socket), or set process.terminal to false"
         )
     cgroup_path = cgroup_path_for(spec, container_id)
     shim = shim_path()
@@ -176,7 +182,7 @@ def create(
         # Whoever the container's root is mapped to must be able to write it.
         os.chmod(fifo, 0o622)
         report = _spawn_supervisor(
-            directory, container_id, bundle, spec, cgroup_path, shim, stdio, timeout
+            directory, container_id, bundle, spec, cgroup_path, shim, stdio, timeout, console_socket
         )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -193,6 +199,7 @@ def _spawn_supervisor(
     shim: Path,
     stdio: Sequence[int],
     timeout: float,
+    console_socket: socket.socket | None = None,
 ) -> st.ContainerState:
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     middle = os.fork()
@@ -203,7 +210,15 @@ def _spawn_supervisor(
             os.setsid()
             if os.fork() == 0:
                 _supervise(
-                    directory, container_id, bundle, spec, cgroup_path, shim, stdio, write_end
+                    directory,
+                    container_id,
+                    bundle,
+                    spec,
+                    cgroup_path,
+                    shim,
+                    stdio,
+                    write_end,
+                    console_socket,
                 )
             code = 0
         finally:
@@ -255,6 +270,7 @@ def _supervise(
     shim: Path,
     stdio: Sequence[int],
     report_fd: int,
+    console_socket: socket.socket | None = None,
 ) -> None:
     """The supervisor (never returns): set the container up, report, become the shim."""
     cgroup: Cgroup | None = None
@@ -275,9 +291,15 @@ def _supervise(
             cgroup_procs=procs_files,
             start_fifo=directory / st.FIFO_FILE,
             log=log,
+            container_id=container_id,
         )
         for fd in container_stdio:
             os.close(fd)
+        if handle.console_fd >= 0 and console_socket is not None:
+            console.send_console(console_socket, handle.console_fd, container_id)
+            os.close(handle.console_fd)
+            console_socket.close()
+        saved.save_spec(directory, spec)
         shim_start = proc.start_time(os.getpid())
         recorded = st.ContainerState(
             id=container_id,
@@ -389,6 +411,21 @@ def start(container: Container, timeout: float = CREATE_TIMEOUT) -> None:
         os.close(pidfd)
     with contextlib.suppress(FileNotFoundError):
         fifo.unlink()
+    _run_lifecycle_hooks(container, "poststart", "running")
+
+
+def _run_lifecycle_hooks(container: Container, kind: hooks.HookKind, status: str) -> None:
+    """poststart and poststop: failures are warnings (runtime-spec config.md)."""
+    spec = saved.load_saved_spec(container.directory)
+    found = hooks.hooks_of(spec.hooks if spec else None, kind)
+    if spec is None or not found or container.state is None:
+        return
+    state = hooks.hook_state(
+        spec, container.id, status=status, pid=container.state.pid, bundle=container.state.bundle
+    )
+    hooks.run_hooks_warning(
+        found, kind, state, logging.LoggerAdapter(_log, {"container": container.id})
+    )
 
 
 def kill(container: Container, sig: int, *, all_processes: bool = False) -> None:
@@ -500,6 +537,7 @@ def delete(container: Container, *, force: bool = False) -> None:
             os.close(pidfd)
         wait_exit(container, EXIT_TIMEOUT)
     _wait_shim_gone(recorded, EXIT_TIMEOUT)
+    _run_lifecycle_hooks(container, "poststop", "stopped")
     _destroy_cgroup(container.cgroup())
     shutil.rmtree(container.directory)
 

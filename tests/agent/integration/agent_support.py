@@ -45,7 +45,7 @@ class Agent:
         self.log = scratch / "agent.log"
         self.extra = tuple(extra)
         self.process: subprocess.Popen[bytes] | None = None
-        self.client = AgentClient(ClientSettings(url=f"unix://{self.socket}", timeout=60))
+        self.client = AgentClient(ClientSettings(url=f"unix://{self.socket}", timeout=300))
 
     def start(self) -> Agent:
         with self.log.open("ab") as log:

@@ -243,7 +243,8 @@ def test_bad_input_is_4xx_naming_the_field_and_changes_nothing(agent: ags.Agent)
             text = json.dumps(body).replace("ROOTFS", str(agent.rootfs))  # type: ignore[attr-defined]
             error = agent.error("PUT", "/v1/containers/newone", body=json.loads(text))
         assert (error.status, error.field) == (status, field), body
-        assert field.split(".")[-1].split("[")[0] in error.detail or status == 400, error.detail
+        last = field.rsplit(".", maxsplit=1)[-1].split("[", maxsplit=1)[0]
+        assert last in error.detail or status == 400, error.detail
     # Bad input to the existing container, and bad verbs, do not touch it either.
     assert (
         agent.error("PUT", "/v1/containers/keep", body={"spec": {"rootfs": "/nonexistent"}}).field
@@ -338,7 +339,10 @@ def test_stop_sends_the_stop_signal_then_kill(agent: ags.Agent) -> None:
 def test_list_filters(agent: ags.Agent) -> None:
     agent.put("a-web", looping(agent, "a-web", labels={"tier": "web"}))
     agent.put("b-db", looping(agent, "b-db", labels={"tier": "db"}), state="stopped")
-    names = lambda **query: [c["name"] for c in agent.req("GET", "/v1/containers", query=query)]  # noqa: E731
+
+    def names(**query: str) -> list[str]:
+        return [c["name"] for c in agent.req("GET", "/v1/containers", query=query)]
+
     assert names() == ["a-web", "b-db"]
     assert names(status="running") == ["a-web"]
     assert names(status="created") == ["b-db"]
@@ -466,12 +470,89 @@ def test_events_resume_from_an_id(agent: ags.Agent) -> None:
     assert events[2]["attributes"] == {"exit_code": 0}
 
 
-def test_exec_and_images_say_not_available(agent: ags.Agent) -> None:
-    agent.put("ex", looping(agent, "ex"))
-    error = agent.error("POST", "/v1/containers/ex/exec", body={"command": ["true"]})
-    assert error.status == 404 and "exec" in error.detail
+def test_exec_runs_to_completion_inside_the_container(agent: ags.Agent) -> None:
+    agent.put(
+        "ex", spec(agent, "sh", "-c", LOOP, env={"NAME": "ex", "CODE": "0", "FROM_SPEC": "yes"})
+    )
+    assert agent.req("GET", "/v1/info")["features"]["exec"] is True
+    script = "echo $FROM_SPEC $EXTRA; pwd; cat; echo to-stderr >&2; exit 3"
+    body = {
+        "command": ["sh", "-c", script],
+        "env": {"EXTRA": "x"},
+        "workdir": "/tmp",
+        "stdin": "in\n",
+    }
+    result = agent.req("POST", "/v1/containers/ex/exec", body=body)
+    assert result == {**result, "rc": 3, "stdout": "yes x\n/tmp\nin\n", "stderr": "to-stderr\n"}
+    # Inside the container: its pid namespace, its seccomp filter, no extra capabilities.
+    status = agent.req(
+        "POST", "/v1/containers/ex/exec", body={"command": ["cat", "/proc/self/status"]}
+    )
+    fields = dict(line.split(":\t", 1) for line in status["stdout"].splitlines() if ":\t" in line)
+    assert fields["Seccomp"].strip() == "2" and fields["NoNewPrivs"].strip() == "1"
+    assert int(fields["CapBnd"], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
+    one = agent.req("POST", "/v1/containers/ex/exec", body={"command": ["cat", "/proc/1/cmdline"]})
+    assert one["stdout"].startswith("sh\x00-c\x00")
+    binary = agent.req(
+        "POST",
+        "/v1/containers/ex/exec",
+        body={"command": ["cat"], "stdin": "AAEC", "encoding": "base64"},
+    )
+    assert binary["stdout"] == "AAEC"
+    timed = agent.req(
+        "POST", "/v1/containers/ex/exec", body={"command": ["sleep", "30"], "timeout": 0.5}
+    )
+    assert (timed["rc"], timed["timed_out"]) == (137, True)
+    missing = agent.error("POST", "/v1/containers/ex/exec", body={"command": ["/no/such/program"]})
+    assert (missing.status, missing.field) == (422, "command")
+    assert agent.error("POST", "/v1/containers/ex/exec", body={"command": []}).field == "command"
+    agent.req("POST", "/v1/containers/ex/stop")
+    assert agent.error("POST", "/v1/containers/ex/exec", body={"command": ["true"]}).status == 409
     assert agent.error("GET", "/v1/images").status == 404
-    assert agent.req("GET", "/v1/info")["features"]["exec"] is False
+
+
+def test_healthcheck_goes_healthy_then_unhealthy(agent: ags.Agent) -> None:
+    check = {
+        "test": ["CMD-SHELL", "test ! -e /tmp/sick"],
+        "interval": 0.2,
+        "timeout": 5,
+        "retries": 2,
+    }
+    agent.put("doc", looping(agent, "doc", healthcheck=check))
+    ags.wait_for(
+        lambda: agent.req("GET", "/v1/containers/doc")["state"]["health"]["status"] == "healthy",
+        what="healthy",
+    )
+    (agent.rootfs / "tmp" / "sick").touch()  # type: ignore[attr-defined]
+    health = ags.wait_for(
+        lambda: (
+            (h := agent.req("GET", "/v1/containers/doc")["state"]["health"])["status"]
+            == "unhealthy"
+            and h
+        ),
+        what="unhealthy",
+    )
+    assert health["failing_streak"] >= 2 and health["log"][-1]["exit_code"] == 1
+    statuses = [
+        json.loads(line)["attributes"].get("status")
+        for line in b"".join(agent.client.stream("GET", "/v1/events")).splitlines()
+        if json.loads(line)["action"] == "health_status"
+    ]
+    assert statuses[:2] == ["healthy", "unhealthy"]
+
+
+def test_init_reaps_and_forwards_signals(agent: ags.Agent) -> None:
+    agent.put(
+        "tini",
+        spec(agent, "sh", "-c", "while true; do sleep 0.05; done", init=True, stop_timeout=30),
+    )
+    one = agent.req(
+        "POST", "/v1/containers/tini/exec", body={"command": ["cat", "/proc/1/cmdline"]}
+    )
+    assert one["stdout"].split("\x00")[0] == "/dev/init"
+    # tini passes SIGTERM to the shell, which dies of it at once (no 30 s wait for KILL).
+    stopped = agent.req("POST", "/v1/containers/tini/stop")
+    assert stopped["exit_code"] == 143
 
 
 def test_concurrent_clients(agent: ags.Agent) -> None:
@@ -480,16 +561,14 @@ def test_concurrent_clients(agent: ags.Agent) -> None:
     def client(index: int) -> None:
         name = f"par{index}"
         try:
-            made = agent.req(
-                "POST",
-                "/v1/containers",
-                body={
-                    "name": name,
-                    "spec": spec(agent, "sh", "-c", f"exit {index % 7}"),
-                    "start": True,
-                },
-            )
+            body = {"name": name, "spec": looping(agent, name, code=index % 7), "start": True}
+            made = agent.req("POST", "/v1/containers", body=body)
             assert made["name"] == name
+            ran = agent.req(
+                "POST", f"/v1/containers/{name}/exec", body={"command": ["sh", "-c", "echo $NAME"]}
+            )
+            assert (ran["rc"], ran["stdout"]) == (0, f"{name}\n"), ran
+            release(agent, name)
             waited = agent.req("POST", f"/v1/containers/{name}/wait", body={"timeout": 120})
             assert waited["exit_code"] == index % 7, waited
             agent.req("DELETE", f"/v1/containers/{name}")
@@ -505,3 +584,57 @@ def test_concurrent_clients(agent: ags.Agent) -> None:
     assert agent.req("GET", "/v1/containers") == []
     assert list((agent.root / "runtime").iterdir()) == []
     assert list((agent.root / "containers").iterdir()) == []
+
+
+GARBAGE_BODIES = [
+    b"",
+    b"null",
+    b"[]",
+    b'"text"',
+    b"{",
+    b'{"zzz": 1}',
+    b"\xff\xfe",
+    b'{"spec": 5, "name": []}',
+]
+
+
+def test_no_route_answers_500_to_garbage(agent: ags.Agent) -> None:
+    import http.client
+    import socket as socket_module
+
+    agent.put("target", looping(agent, "target"))
+    schema = agent.req("GET", "/openapi.json")
+    checked = 0
+    for template, methods in schema["paths"].items():
+        for name in ("target", "nobody", "..", "%00", "a" * 300):
+            path = (
+                template.replace("{name}", name).replace("{ref}", "x").replace("{operation}", "y")
+            )
+            for method in methods:
+                if method.upper() == "DELETE" and name == "target":
+                    continue  # keep the target for the other routes
+                for body in GARBAGE_BODIES:
+                    for query in (
+                        "",
+                        "?tail=-5&follow=maybe&status=x&since=-1&path=&force=2&timeout=x",
+                    ):
+                        sock = socket_module.socket(
+                            socket_module.AF_UNIX, socket_module.SOCK_STREAM
+                        )
+                        sock.connect(str(agent.socket))
+                        connection = http.client.HTTPConnection("localhost", timeout=60)
+                        connection.sock = sock
+                        headers = {"Content-Type": "application/json"}
+                        connection.request(method.upper(), path + query, body=body, headers=headers)
+                        response = connection.getresponse()
+                        payload = response.read()
+                        connection.close()
+                        checked += 1
+                        assert response.status < 500, (method, path + query, body, payload)
+                        if response.status >= 400:
+                            error = json.loads(payload)
+                            assert set(error) == {"detail", "field"}, error
+                            assert "Traceback" not in error["detail"]
+    assert checked > 1000
+    # (An empty body is a valid stop or kill: the target may be stopped, never gone.)
+    assert agent.req("GET", "/v1/containers/target")["name"] == "target"

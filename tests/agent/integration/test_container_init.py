@@ -372,11 +372,48 @@ def test_rlimit_above_the_runtimes_hard_limit_fails_at_rlimits() -> None:
     _failed(cs.sh("true", change=change), "rlimits")
 
 
-def test_terminal_is_refused_up_front() -> None:
+def _read_console(handle: InitHandle, _output: cs.Output) -> str:
+    """Everything the container writes to its terminal, until its last holder is gone."""
+    fd = handle.console_fd
+    handle.console_fd = -1
+    data = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: every slave fd closed
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace")
+
+
+def test_terminal_makes_a_pty_the_stdio_controlling_terminal_and_console() -> None:
     def change(config: dict[str, Any]) -> None:
         config["process"]["terminal"] = True
+        config["process"]["consoleSize"] = {"height": 33, "width": 111}
 
-    _failed(cs.sh("true", change=change), "terminal")
+    outcome = cs.sh(
+        "for n in 0 1 2; do readlink /proc/self/fd/$n; done; cat /proc/1/stat; echo;"
+        " stat -L -c '%t:%T' /proc/self/fd/0 /dev/console; stty size; exit 4",
+        change=change,
+        after_start=_read_console,
+        prepare=lambda _bundle, rootfs: (rootfs / "bin" / "stty").symlink_to("busybox"),
+    )
+    assert outcome.error is None, outcome
+    assert outcome.status == 4
+    assert outcome.output == ""  # nothing went to the original stdio
+    lines = [line.strip() for line in outcome.after_start.splitlines() if line.strip()]
+    assert lines[:3] == ["/dev/pts/0"] * 3, lines
+    stat_fields = lines[3].rsplit(")", 1)[1].split()
+    session, tty_nr = int(stat_fields[3]), int(stat_fields[4])
+    assert session == 1  # setsid: PID 1 leads its own session
+    assert tty_nr == os.makedev(136, 0)  # ... whose controlling terminal is pts/0
+    assert lines[4] == lines[5] == "88:0"  # /dev/console is the same pty (136 = 0x88)
+    assert lines[6] == "33 111"
 
 
 def test_bad_namespace_path_fails_in_the_first_child() -> None:

@@ -412,7 +412,7 @@ def test_a_failing_init_step_is_reported_and_leaves_nothing(
     assert _cgroup_dirs("/gantry/f1") == []
 
 
-def test_a_terminal_is_refused_clearly(
+def test_terminal_flags_are_checked_before_anything_is_made(
     runtime: Runtime, make_bundle: Callable[..., Path], tmp_path: Path
 ) -> None:
     def terminal(config: dict[str, Any]) -> None:
@@ -420,12 +420,16 @@ def test_a_terminal_is_refused_clearly(
 
     bundle = make_bundle(["/bin/sh"], terminal)
     result = runtime("create", "-b", str(bundle), "t1")
-    assert result.rc == 1 and "terminal support" in result.err, result
+    assert result.rc == 1 and "--console-socket" in result.err, result
+    assert "process.terminal" in result.err, result
     plain = make_bundle(["/bin/sh"], name="plain")
     socket_flag = runtime(
         "create", "-b", str(plain), "--console-socket", str(tmp_path / "sock"), "t2"
     )
-    assert socket_flag.rc == 1 and "terminal support" in socket_flag.err, socket_flag
+    assert socket_flag.rc == 1 and "--console-socket is only for" in socket_flag.err, socket_flag
+    missing = runtime("create", "-b", str(bundle), "--console-socket", str(tmp_path / "no"), "t3")
+    assert missing.rc == 1 and str(tmp_path / "no") in missing.err, missing
+    assert "Traceback" not in result.err + socket_flag.err + missing.err
     assert not runtime.root.exists() or list(runtime.root.iterdir()) == []
 
 

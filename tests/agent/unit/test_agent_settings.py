@@ -109,7 +109,10 @@ def test_token_file_holds_hashes_only(tmp_path: Path) -> None:
 def test_log_tail(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.write_bytes(b"".join(b"line%d\n" % i for i in range(10000)) + b"partial")
-    read = lambda tail: b"".join(read_log(log, tail=tail, follow=False, running=lambda: False))  # noqa: E731
+
+    def read(tail: int | None) -> bytes:
+        return b"".join(read_log(log, tail=tail, follow=False, running=lambda: False))
+
     assert read(None) == log.read_bytes()
     assert read(2) == b"line9999\npartial"
     assert read(0) == b""

@@ -55,6 +55,11 @@ def test_every_field_is_present_with_its_default() -> None:
         ({"workdir": "/srv/app/"}, {"workdir": "/srv//app"}),
         ({"labels": {"b": "2", "a": "1"}}, {"labels": {"a": "1", "b": "2"}}),
         ({"healthcheck": None}, {}),
+        ({"healthcheck": {"test": ["NONE"]}}, {}),
+        (
+            {"healthcheck": {"test": ["cat", "/ok"]}},
+            {"healthcheck": {"test": ["CMD", "cat", "/ok"], "interval": 30}},
+        ),
         ({"user": "1000:1000"}, {"user": "01000:1000"}),
         (
             {
@@ -130,10 +135,12 @@ def test_bind_mount_source_must_exist(tmp_path: Path) -> None:
             {"network": {"mode": "host"}, "sysctls": {"net.ipv4.ip_forward": "1"}},
             "spec.sysctls.net.ipv4.ip_forward",
         ),
-        ({"init": True}, "spec.init"),
         ({"tty": True}, "spec.tty"),
-        ({"healthcheck": {"test": ["CMD", "true"]}}, "spec.healthcheck"),
         ({"image": "alpine"}, "spec.image"),
+        ({"healthcheck": {"test": ["CMD-SHELL", "a", "b"]}}, "spec.healthcheck.test"),
+        ({"healthcheck": {"test": ["CMD"]}}, "spec.healthcheck.test"),
+        ({"healthcheck": {"test": ["true"], "retries": 0}}, "spec.healthcheck.retries"),
+        ({"healthcheck": {"cmd": ["true"]}}, "spec.healthcheck.cmd"),
         ({"user": "nobody"}, "spec.user"),
         ({"colour": "red"}, "spec.colour"),
     ],

@@ -104,10 +104,22 @@ def test_time_offsets_text() -> None:
     assert plan.time_offsets == "boottime 86400 17\nmonotonic -5 0\n"
 
 
+def test_a_terminal_and_create_hooks_are_planned() -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["process"]["terminal"] = True
+        config["process"]["consoleSize"] = {"height": 30, "width": 100}
+        config["hooks"] = {"createRuntime": [{"path": "/bin/true"}]}
+
+    plan = _plan(change)
+    assert plan.terminal and plan.console_size == (30, 100)
+    assert plan.create_hooks
+    assert not _plan(None).create_hooks and not _plan(None).terminal
+    assert not any("hooks" in warning for warning in plan.warnings)
+
+
 @pytest.mark.parametrize(
     ("change", "step", "fragment"),
     [
-        (lambda c: c["process"].update(terminal=True), "terminal", "not supported"),
         (
             lambda c: c["linux"].update(namespaces=[{"type": "pid"}]),
             "spec",
@@ -179,7 +191,7 @@ def test_ignored_features_become_warnings() -> None:
     warnings = _plan(change).warnings
     assert any(w.startswith("process.apparmorProfile") for w in warnings)
     assert any(w.startswith("process.selinuxLabel") for w in warnings)
-    assert any(w.startswith("hooks") for w in warnings)
+    assert not any(w.startswith("hooks") for w in warnings)  # hooks are run now
 
 
 # --- capabilities and seccomp -----------------------------------------------------------------
@@ -222,10 +234,6 @@ def test_plan_init_names_the_capabilities_step() -> None:
     [
         (Capabilities(effective=("CAP_KILL",)), "effective has CAP_KILL, which are not permitted"),
         (
-            Capabilities(permitted=("CAP_KILL",), ambient=("CAP_KILL",)),
-            "ambient has CAP_KILL",
-        ),
-        (
             Capabilities(permitted=("CAP_KILL",), inheritable=("CAP_KILL",)),
             "inheritable has CAP_KILL, not in the bounding set",
         ),
@@ -238,6 +246,16 @@ def test_inconsistent_capability_sets_are_refused(spec_caps: Capabilities, fragm
 
 def test_no_capabilities_object_means_none() -> None:
     assert plan_capabilities(None, last_cap=40, held=ALL_CAPS) == (CapabilityPlan(), ())
+
+
+def test_ambient_capabilities_not_inheritable_are_left_out_with_a_warning() -> None:
+    # `runc spec` asks for ambient capabilities with no inheritable ones; runc runs it.
+    kill = ("CAP_KILL",)
+    spec_caps = Capabilities(bounding=kill, effective=kill, permitted=kill, ambient=kill)
+    plan, warnings = plan_capabilities(spec_caps, last_cap=40, held=ALL_CAPS)
+    assert plan.ambient == frozenset()
+    assert plan.permitted == _numbers(kill)
+    assert any("ambient: CAP_KILL" in text and "left out" in text for text in warnings)
 
 
 def test_ambient_plan() -> None:
