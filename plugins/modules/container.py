@@ -32,9 +32,9 @@ description:
     changes).
   - The options below are the fields of the agent's container spec (see C(docs/api.md) in
     the collection). Options the agent does not support yet (O(image) until its image store
-    is enabled, O(init), O(tty), O(published_ports) and network modes other than V(none) and
-    V(host) until networking is enabled, O(healthcheck) until exec is enabled) fail with the
-    agent's message naming the field, never silently.
+    is enabled, O(tty), O(published_ports) and network modes other than V(none) and V(host)
+    until networking is enabled) fail with the agent's message naming the field, never
+    silently.
 author:
   - Gantry developers (!UNKNOWN)
 options:
@@ -69,6 +69,19 @@ options:
         then always reports a change.
     type: bool
     default: false
+  wait:
+    description:
+      - With O(state=started) and a O(healthcheck), wait until the agent reports the container
+        C(healthy); fail when it turns C(unhealthy) (with the last check's output) or when
+        O(wait_timeout) passes. Without a healthcheck, the container only has to be running.
+      - Not in check mode.
+    type: bool
+    default: false
+  wait_timeout:
+    description:
+      - Seconds O(wait) waits at most.
+    type: int
+    default: 120
   image:
     description:
       - The image reference the container runs. Exactly one of O(image) and O(rootfs) is
@@ -210,8 +223,10 @@ options:
     type: int
   healthcheck:
     description:
-      - A command the agent runs in the container to tell whether it is healthy. Needs the
-        agent's exec feature.
+      - A command the agent runs in the container (by exec) to tell whether it is healthy,
+        with Docker's rules (C(starting) until the first success, failures within
+        O(healthcheck.start_period) do not count, C(unhealthy) after O(healthcheck.retries)
+        failures in a row). Changed in place. See also O(wait).
     type: dict
     suboptions:
       test:
@@ -242,7 +257,8 @@ options:
     type: float
   init:
     description:
-      - Run a minimal init as process 1 that reaps zombies and passes signals on.
+      - Run tini as process 1 (mounted at C(/dev/init), as Docker's C(--init)); it reaps
+        orphaned processes and passes signals on to the command.
     type: bool
   tty:
     description:
@@ -450,6 +466,7 @@ diff:
 """
 
 import contextlib
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gantry.fleet.plugins.module_utils._agent_client import (
@@ -478,6 +495,8 @@ def argument_spec():
         ),
         recreate=dict(type="bool", default=False),
         restart=dict(type="bool", default=False),
+        wait=dict(type="bool", default=False),
+        wait_timeout=dict(type="int", default=120),
         image=dict(type="str"),
         rootfs=dict(type="path"),
         entrypoint=dict(type="raw"),
@@ -587,10 +606,58 @@ class ContainerModule:
                     msg="one of image or rootfs is needed for state=%s" % state,
                     option="image",
                 )
-            return self.converge(state, spec)
+            result = self.converge(state, spec)
+            if self.params["wait"] and state == "started" and not self.check_mode:
+                result["container"] = self.wait_healthy(result["container"])
+            return result
         except AgentError as error:
             self.fail(error)
         return None  # not reached
+
+    def wait_healthy(self, container):
+        """Poll the container until it is healthy (or, without a healthcheck, running)."""
+        deadline = time.monotonic() + self.params["wait_timeout"]
+        while True:
+            state = container.get("state") or {}
+            has_check = (container.get("spec") or {}).get("healthcheck") is not None
+            health = (state.get("health") or {}).get("status")
+            if state.get("status") in ("stopped", "created") and not state.get("running"):
+                exit_code = state.get("exit_code")
+                if exit_code is None and state.get("status") == "stopped":
+                    # The exit may not be recorded yet; the agent's wait answers once it is.
+                    exit_code = self.client.post(
+                        self.path + "/wait", body={"timeout": 10}, timeout=self.client.timeout + 10
+                    ).body.get("exit_code")
+                self.module.fail_json(
+                    msg="container %s is %s (exit code %s) while waiting for it to be %s"
+                    % (
+                        self.name,
+                        state.get("status"),
+                        exit_code,
+                        "healthy" if has_check else "running",
+                    ),
+                    container=container,
+                )
+            if not has_check and state.get("running"):
+                return container
+            if health == "healthy":
+                return container
+            if health == "unhealthy":
+                log = (state.get("health") or {}).get("log") or []
+                last = log[-1] if log else {}
+                self.module.fail_json(
+                    msg="container %s is unhealthy; last check exited %s: %s"
+                    % (self.name, last.get("exit_code"), (last.get("output") or "").strip()),
+                    container=container,
+                )
+            if time.monotonic() >= deadline:
+                self.module.fail_json(
+                    msg="container %s is still %s after wait_timeout (%s seconds)"
+                    % (self.name, health or state.get("status"), self.params["wait_timeout"]),
+                    container=container,
+                )
+            time.sleep(0.25)
+            container = self.inspect() or {}
 
     def absent(self):
         current = self.inspect()
