@@ -7,17 +7,20 @@ one slow stop never holds up the event loop or another container's request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import logging
+import os
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, FastAPI, Query, Request
+from fastapi import APIRouter, Body, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,6 +32,7 @@ from gantry.engine import Conflict, Engine, EngineError, Invalid, NotFound, Unav
 from gantry.engine import files as container_files
 from gantry.engine.info import host_info
 from gantry.engine.logs import parse_tail, read_log
+from gantry.engine.sessions import Session
 
 __all__ = ["MAX_UPLOAD", "create_app"]
 
@@ -103,6 +107,32 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error in the agent; its log has the details", None)
 
 
+AsyncFlag = Annotated[
+    bool,
+    Query(alias="async", description="answer 202 at once with the operation's URL (docs/api.md)"),
+]
+
+
+def _maybe_async(
+    engine: Engine,
+    run_async: bool,
+    description: str,
+    name: str,
+    work: Callable[[threading.Event], Any],
+    *,
+    may_cancel: bool = False,
+) -> Any:
+    """Do ``work`` now, or as an operation when the client asked for ``async``."""
+    if not run_async:
+        return work(threading.Event())
+    operation = engine.operations.submit(
+        description, [f"/v1/containers/{name}"], work, may_cancel=may_cancel
+    )
+    return JSONResponse(
+        operation.as_json(), status_code=202, headers={"Location": f"/v1/operations/{operation.id}"}
+    )
+
+
 def _containers_router(engine: Engine) -> APIRouter:
     router = APIRouter(prefix="/v1/containers", tags=["containers"])
 
@@ -115,20 +145,31 @@ def _containers_router(engine: Engine) -> APIRouter:
         return engine.list(statuses=status, labels=label, name=name)
 
     @router.post("", status_code=201)
-    def create_container(body: schemas.CreateRequest) -> dict[str, Any]:
-        return engine.create(body.name, body.spec, start=body.start)
+    def create_container(body: schemas.CreateRequest, run_async: AsyncFlag = False) -> Any:
+        def work(_cancel: threading.Event) -> Any:
+            return engine.create(body.name, body.spec, start=body.start)
+
+        return _maybe_async(engine, run_async, "create", body.name, work)
 
     @router.put("/{name}")
-    def put_container(name: str, body: schemas.PutRequest) -> dict[str, Any]:
-        return engine.apply(name, body.spec, body.state, dry_run=body.dry_run)
+    def put_container(name: str, body: schemas.PutRequest, run_async: AsyncFlag = False) -> Any:
+        def work(_cancel: threading.Event) -> Any:
+            return engine.apply(name, body.spec, body.state, dry_run=body.dry_run)
+
+        return _maybe_async(engine, run_async, f"converge to {body.state}", name, work)
 
     @router.get("/{name}")
     def inspect_container(name: str) -> dict[str, Any]:
         return engine.inspect(name)
 
     @router.delete("/{name}")
-    def remove_container(name: str, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
-        return engine.remove(name, force=force, dry_run=dry_run)
+    def remove_container(
+        name: str, force: bool = False, dry_run: bool = False, run_async: AsyncFlag = False
+    ) -> Any:
+        def work(_cancel: threading.Event) -> Any:
+            return engine.remove(name, force=force, dry_run=dry_run)
+
+        return _maybe_async(engine, run_async, "remove", name, work)
 
     @router.post("/{name}/start")
     def start_container(name: str) -> dict[str, Any]:
@@ -136,17 +177,25 @@ def _containers_router(engine: Engine) -> APIRouter:
 
     @router.post("/{name}/stop")
     def stop_container(
-        name: str, body: Annotated[schemas.StopRequest | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or schemas.StopRequest()
-        return engine.stop(name, body.signal, body.timeout)
+        name: str,
+        body: Annotated[schemas.StopRequest | None, Body()] = None,
+        run_async: AsyncFlag = False,
+    ) -> Any:
+        stop = body or schemas.StopRequest()
+        return _maybe_async(
+            engine, run_async, "stop", name, lambda _c: engine.stop(name, stop.signal, stop.timeout)
+        )
 
     @router.post("/{name}/restart")
     def restart_container(
-        name: str, body: Annotated[schemas.RestartRequest | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or schemas.RestartRequest()
-        return engine.restart(name, body.timeout)
+        name: str,
+        body: Annotated[schemas.RestartRequest | None, Body()] = None,
+        run_async: AsyncFlag = False,
+    ) -> Any:
+        timeout = (body or schemas.RestartRequest()).timeout
+        return _maybe_async(
+            engine, run_async, "restart", name, lambda _c: engine.restart(name, timeout)
+        )
 
     @router.post("/{name}/kill")
     def kill_container(
@@ -165,10 +214,57 @@ def _containers_router(engine: Engine) -> APIRouter:
 
     @router.post("/{name}/wait")
     def wait_container(
-        name: str, body: Annotated[schemas.WaitRequest | None, Body()] = None
-    ) -> dict[str, Any]:
-        body = body or schemas.WaitRequest()
-        return engine.wait(name, body.timeout)
+        name: str,
+        body: Annotated[schemas.WaitRequest | None, Body()] = None,
+        run_async: AsyncFlag = False,
+    ) -> Any:
+        timeout = (body or schemas.WaitRequest()).timeout
+        return _maybe_async(
+            engine,
+            run_async,
+            "wait",
+            name,
+            lambda cancel: engine.wait(name, timeout, cancelled=cancel),
+            may_cancel=True,
+        )
+
+    @router.websocket("/{name}/exec/ws")
+    async def exec_session(websocket: WebSocket, name: str) -> None:
+        """Interactive exec: the first message is the request (as POST …/exec, plus
+        ``tty``, ``width``, ``height``); see docs/api.md."""
+        await websocket.accept()
+        try:
+            first = await websocket.receive_json()
+            if not isinstance(first, dict):
+                raise Invalid("body: the first message must be the exec request object", "body")
+            session = await anyio.to_thread.run_sync(engine.start_session, name, first)
+        except EngineError as exc:
+            status = _STATUS.get(type(exc), 409)
+            await websocket.send_json(
+                {"type": "error", "detail": exc.detail, "field": exc.field, "status_code": status}
+            )
+            await websocket.close(code=1008)
+            return
+        except (ValueError, WebSocketDisconnect):
+            with contextlib.suppress(Exception):
+                await websocket.send_json(
+                    {
+                        "type": "error",
+                        "detail": "the first message must be JSON",
+                        "field": "body",
+                        "status_code": 400,
+                    }
+                )
+                await websocket.close(code=1008)
+            return
+        try:
+            await _run_session(websocket, session)
+        finally:
+            await anyio.to_thread.run_sync(session.close)
+
+    @router.get("/{name}/stats")
+    def container_stats(name: str) -> dict[str, Any]:
+        return engine.stats(name)
 
     @router.post("/{name}/exec")
     def exec_in_container(name: str, body: schemas.ExecRequest) -> dict[str, Any]:
@@ -246,6 +342,105 @@ def _containers_router(engine: Engine) -> APIRouter:
     return router
 
 
+_STREAM_PREFIX = {"stdout": b"\x01", "stderr": b"\x02"}
+
+
+class _Disconnected(Exception):
+    """The websocket's client went away."""
+
+
+async def _session_inbound(
+    websocket: WebSocket, session: Session, queue: asyncio.Queue[Any]
+) -> None:
+    """Client to process: binary messages are stdin, text messages control messages."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise _Disconnected
+            data = message.get("bytes")
+            if data is not None:
+                await _write_all(session, data)
+                continue
+            try:
+                control = json.loads(message.get("text") or "")
+                if not isinstance(control, dict):
+                    raise Invalid("a control message must be a JSON object", "body")
+                kind = control.get("type")
+                if kind == "resize":
+                    session.resize(control.get("width"), control.get("height"))
+                elif kind == "signal":
+                    session.signal(control.get("signal"))
+                elif kind == "close_stdin":
+                    session.close_stdin()
+                else:
+                    raise Invalid(
+                        f"type: must be resize, signal or close_stdin, got {kind!r}", "type"
+                    )
+            except ValueError:
+                await websocket.send_json(
+                    {"type": "error", "detail": "a control message must be JSON", "field": "body"}
+                )
+            except EngineError as exc:
+                await websocket.send_json(
+                    {"type": "error", "detail": exc.detail, "field": exc.field}
+                )
+    except _Disconnected:
+        queue.put_nowait(_Disconnected)
+    except Exception:  # the session ends; its output side notices
+        queue.put_nowait(_Disconnected)
+
+
+async def _write_all(session: Session, data: bytes) -> None:
+    view = memoryview(data)
+    while view and session.stdin >= 0:
+        try:
+            view = view[os.write(session.stdin, view) :]
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+        except OSError:
+            return
+
+
+async def _run_session(websocket: WebSocket, session: Session) -> None:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    open_fds: set[int] = set()
+
+    def readable(fd: int, stream: str) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the pty's other side is gone
+            data = b""
+        if data:
+            queue.put_nowait((stream, data))
+            return
+        loop.remove_reader(fd)
+        open_fds.discard(fd)
+        if not open_fds:
+            queue.put_nowait(None)
+
+    for fd, stream in session.outputs:
+        open_fds.add(fd)
+        loop.add_reader(fd, readable, fd, stream)
+    inbound = asyncio.create_task(_session_inbound(websocket, session, queue))
+    try:
+        while (item := await queue.get()) is not None:
+            if item is _Disconnected:
+                return
+            stream, data = item
+            await websocket.send_bytes(data if session.tty else _STREAM_PREFIX[stream] + data)
+        rc = await anyio.to_thread.run_sync(session.wait)
+        await websocket.send_json({"type": "exit", "rc": rc})
+        await websocket.close()
+    finally:
+        inbound.cancel()
+        for fd in open_fds:
+            loop.remove_reader(fd)
+
+
 def _file_chunks(handle: Any) -> Iterator[bytes]:
     with handle:
         while chunk := handle.read(65536):
@@ -294,8 +489,6 @@ def _images_router() -> APIRouter:
         ("POST", "/v1/images/prune"),
         ("DELETE", "/v1/images/{ref:path}"),
         ("POST", "/v1/containers/{name}/commit"),
-        ("GET", "/v1/operations/{operation}"),
-        ("DELETE", "/v1/operations/{operation}"),
     ):
         router.add_api_route(
             path,
@@ -386,6 +579,24 @@ def create_app(engine: Engine | Callable[[], Engine], *, close_engine: bool = Tr
         return StreamingResponse(
             _event_lines(the_engine, since, follow, container), media_type="application/x-ndjson"
         )
+
+    @app.get("/v1/operations", tags=["operations"])
+    def list_operations() -> list[dict[str, Any]]:
+        return the_engine.operations.list()
+
+    @app.get("/v1/operations/{operation}", tags=["operations"])
+    def get_operation(operation: str) -> dict[str, Any]:
+        return the_engine.operations.get(operation).as_json()
+
+    @app.get("/v1/operations/{operation}/wait", tags=["operations"])
+    def wait_operation(
+        operation: str, timeout: Annotated[float | None, Query(ge=0)] = None
+    ) -> dict[str, Any]:
+        return the_engine.operations.wait(operation, timeout)
+
+    @app.delete("/v1/operations/{operation}", tags=["operations"])
+    def cancel_operation(operation: str) -> dict[str, Any]:
+        return the_engine.operations.cancel(operation)
 
     app.include_router(_containers_router(the_engine))
     app.include_router(_images_router())

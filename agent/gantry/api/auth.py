@@ -114,12 +114,24 @@ class RequireAuth:
         self.token_hashes = token_hashes
         self.certificates = certificates
 
+    def _token_ok(self, scope: Scope) -> bool:
+        for key, value in scope.get("headers", ()):
+            if key == b"authorization":
+                scheme, _sep, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    presented = hash_token(token.strip())
+                    return any(hmac.compare_digest(presented, h) for h in self.token_hashes)
+        return False
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         if self.certificates and scope.get("state", {}).get(PEER_CERT_KEY):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket" and not self._token_ok(scope):
+            await _deny_websocket(send)
             return
         header = ""
         for key, value in scope.get("headers", ()):
@@ -139,6 +151,11 @@ class RequireAuth:
             await _deny(send, 403, "the bearer token is not valid")
             return
         await self.app(scope, receive, send)
+
+
+async def _deny_websocket(send: Send) -> None:
+    # Closing before the handshake is accepted: the server answers HTTP 403.
+    await send({"type": "websocket.close", "code": 1008})
 
 
 async def _deny(send: Send, status: int, detail: str) -> None:

@@ -168,6 +168,8 @@ def serve(settings: ServerSettings) -> int:
         raise
     app = create_app(engine)
     common = {
+        # The CLI's handler on the root logger (see gantry.cli.agent), not uvicorn's own.
+        "log_config": None,
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": GRACEFUL_TIMEOUT,
         "access_log": False,

@@ -130,10 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"gantry agent serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings["log_level"].upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _log_to_stderr(settings["log_level"])
     if os.geteuid() != 0:
         print(
             "gantry agent serve: must run as root (it creates namespaces, mounts and cgroups)",
@@ -148,6 +145,32 @@ def _serve(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"gantry agent serve: {exc.detail}", file=sys.stderr)
         return 1
+
+
+class _RawStderrHandler(logging.Handler):
+    """Log records written with one ``os.write`` to fd 2, below Python's buffered stderr.
+
+    The agent forks container supervisors from a multi-threaded process: a child that
+    writes to ``sys.stderr`` while another thread of the parent held its buffer's lock at
+    the fork would wait forever for that lock (it is not re-created in the child, unlike
+    the logging module's own locks)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(2, view) :]
+        except Exception:  # a log line must never break the agent
+            self.handleError(record)
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = _RawStderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -150,6 +150,22 @@ class AgentClient:
         finally:
             response.close()
 
+    def websocket(self, path: str) -> Any:
+        """A websocket connection to ``path`` (the ``websockets`` package's sync client)."""
+        from websockets.sync.client import connect, unix_connect
+
+        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
+        try:
+            if self._scheme == "unix":
+                return unix_connect(self._path, f"ws://localhost{path}", additional_headers=headers)
+            context = ssl.create_default_context(cafile=self.settings.ca)
+            if self.settings.cert:
+                context.load_cert_chain(self.settings.cert, self.settings.key)
+            url = f"wss://{self._host}:{self._port}{path}"
+            return connect(url, ssl=context, additional_headers=headers)
+        except (OSError, ValueError) as exc:
+            raise AgentError(0, f"cannot reach the agent at {self.settings.url}: {exc}") from None
+
     @staticmethod
     def container_path(name: str, *rest: str) -> str:
         return "/".join(["/v1/containers", quote(name, safe=""), *rest])

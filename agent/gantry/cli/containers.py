@@ -252,17 +252,108 @@ def _logs(args: argparse.Namespace, client: AgentClient) -> int:
 
 
 def _exec(args: argparse.Namespace, client: AgentClient) -> int:
-    if args.interactive or args.tty:
-        raise AgentError(0, "exec -i/-t: interactive exec is not available yet", "-it")
     body: dict[str, Any] = {"command": args.command_args, "env": _pairs(args.env, "--env")}
     if args.user:
         body["user"] = args.user
     if args.workdir:
         body["workdir"] = args.workdir
+    if args.interactive or args.tty:
+        return _exec_session(args, client, body)
     result = client.request("POST", client.container_path(args.container, "exec"), body=body)
     sys.stdout.write(result["stdout"])
     sys.stderr.write(result["stderr"])
     return int(result["rc"])
+
+
+def _stats(args: argparse.Namespace, client: AgentClient) -> int:
+    names = args.containers or [
+        row["name"] for row in client.request("GET", "/v1/containers", query={"status": "running"})
+    ]
+    found = [client.request("GET", client.container_path(name, "stats")) for name in names]
+    if args.json:
+        _print_json(found)
+        return 0
+    header = f"{'CONTAINER ID':<14}{'NAME':<24}{'CPU SEC':>10}"
+    print(f"{header}{'MEM USAGE':>14}{'MEM LIMIT':>14}{'PIDS':>7}")
+    for item in found:
+        cpu = item.get("cpu", {}).get("usage", {}).get("total", 0) / 1e9
+        memory = item.get("memory", {}).get("usage", {})
+        limit = memory.get("limit", 0)
+        limit_text = "-" if not limit or limit >= 1 << 62 else _size(limit)
+        pids = item.get("pids", {}).get("current", 0)
+        print(
+            f"{item['id'][:12]:<14}{item['name']:<24}{cpu:>10.2f}"
+            f"{_size(memory.get('usage', 0)):>14}{limit_text:>14}{pids:>7}"
+        )
+    return 0
+
+
+def _size(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}TiB"
+
+
+def _exec_session(args: argparse.Namespace, client: AgentClient, body: dict[str, Any]) -> int:
+    """``exec -i``/``-it``: stream over the agent's websocket, this terminal in raw mode."""
+    import shutil
+    import signal
+    import termios
+    import threading
+    import tty as tty_module
+
+    body["tty"] = bool(args.tty)
+    if args.tty:
+        size = shutil.get_terminal_size()
+        body["width"], body["height"] = size.columns, size.lines
+    ws = client.websocket(client.container_path(args.container, "exec", "ws"))
+    saved = None
+    if args.tty and os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty_module.setraw(0)
+
+    def pump_stdin() -> None:
+        try:
+            while data := os.read(0, 65536):
+                ws.send(data)
+            if not args.tty:
+                ws.send(json.dumps({"type": "close_stdin"}))
+        except Exception:  # the session ended meanwhile: nothing to send to
+            return
+
+    def resize(_signum: int, _frame: Any) -> None:
+        size = shutil.get_terminal_size()
+        ws.send(json.dumps({"type": "resize", "width": size.columns, "height": size.lines}))
+
+    try:
+        ws.send(json.dumps(body))
+        if args.interactive:
+            threading.Thread(target=pump_stdin, daemon=True).start()
+        if args.tty:
+            signal.signal(signal.SIGWINCH, resize)
+        for message in ws:
+            if isinstance(message, bytes):
+                stream = sys.stdout.buffer
+                if not args.tty:
+                    stream = sys.stderr.buffer if message[:1] == b"\x02" else sys.stdout.buffer
+                    message = message[1:]
+                stream.write(message)
+                stream.flush()
+                continue
+            control = json.loads(message)
+            if control.get("type") == "exit":
+                return int(control["rc"])
+            if control.get("type") == "error":
+                raise AgentError(
+                    int(control.get("status_code", 400)), control["detail"], control.get("field")
+                )
+        return 255
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        ws.close()
 
 
 def register(subparsers: Any) -> None:
@@ -324,6 +415,13 @@ def register(subparsers: Any) -> None:
             parser.add_argument("-f", "--force", action="store_true")
         parser.set_defaults(handler=_wrap(handler))
 
+    stats = subparsers.add_parser(
+        "stats", parents=[common], help="CPU, memory and pids of containers"
+    )
+    stats.add_argument("containers", nargs="*", metavar="CONTAINER")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=_wrap(_stats))
+
     logs = subparsers.add_parser("logs", parents=[common], help="a container's output")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--tail", default="all")
@@ -370,4 +468,5 @@ VERBS = (
     "inspect",
     "pause",
     "unpause",
+    "stats",
 )

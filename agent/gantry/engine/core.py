@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from gantry.engine import bundle as bundles
-from gantry.engine import execs
+from gantry.engine import execs, sessions
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine.events import EventLog
 from gantry.engine.health import NO_HEALTH, HealthChecker
 from gantry.engine.monitor import ExitMonitor
+from gantry.engine.operations import Operations
 from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
 from gantry.runtime import state as st
@@ -99,6 +100,7 @@ class Engine:
         self.events = EventLog(self.store)
         self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
         self.monitor = ExitMonitor(self._on_exit)
+        self.operations = Operations()
         self.recover()
 
     def close(self) -> None:
@@ -652,7 +654,9 @@ class Engine:
         self.events.emit("unpause", row.name, row.id)
         return True
 
-    def wait(self, key: str, timeout: Any = None) -> dict[str, Any]:
+    def wait(
+        self, key: str, timeout: Any = None, *, cancelled: threading.Event | None = None
+    ) -> dict[str, Any]:
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
         ):
@@ -671,7 +675,8 @@ class Engine:
                     or current.finished_at is not None
                     or self._runtime(current) is None
                 )
-                if (status not in ("running", "paused", "restarting") and settled) or self.closing:
+                stop = self.closing or (cancelled is not None and cancelled.is_set())
+                if (status not in ("running", "paused", "restarting") and settled) or stop:
                     return {"exit_code": current.exit_code, "timed_out": False, "status": status}
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -923,6 +928,29 @@ class Engine:
         if status != "running":
             raise Conflict(f"container {row.name!r} is {status}, not running: cannot exec", "name")
         return execs.run_exec(self.runtime_root, row.id, request, self.tmp)
+
+    def start_session(self, key: str, raw: Mapping[str, Any]) -> sessions.Session:
+        """Start an interactive exec (see :mod:`.sessions`) in a running container."""
+        if not self.exec_available:
+            raise Unavailable("exec is not available on this agent yet")
+        row = self._row(key)
+        status = self.status(row)
+        if status != "running":
+            raise Conflict(f"container {row.name!r} is {status}, not running: cannot exec", "name")
+        return sessions.start_session(self.runtime_root, row.id, raw, self.tmp)
+
+    def stats(self, key: str) -> dict[str, Any]:
+        """The running container's cgroup statistics (runc's ``events --stats`` shape)."""
+        row = self._row(key)
+        runtime = self._runtime(row)
+        status = self.status(row, runtime)
+        if runtime is None or runtime.state is None or status not in RUNNING_STATES:
+            raise Conflict(f"container {row.name!r} is {status}: no statistics", "name")
+        try:
+            stats = open_cgroup(runtime.state.cgroup, self.cgroup_layout).stats()
+        except CgroupError as exc:
+            raise Conflict(f"container {row.name!r}: {exc}", "name") from None
+        return {"id": row.id, "name": row.name, "read_at": st.now_rfc3339(), **stats.to_json()}
 
     def runtime_of(self, key: str) -> supervisor.Container | None:
         return self._runtime(self._row(key))

@@ -143,8 +143,26 @@ def running_agent(extra: Sequence[str] = ()) -> Iterator[tuple[Agent, Path]]:
         finally:
             agent.stop()
             _kill_strays(agent.root)
+            stuck = _kill_leftover_processes(scratch)
             remove_cgroup_parent(parent)
             shutil.rmtree(scratch, ignore_errors=True)
+    assert not stuck, f"processes of the agent left behind: {stuck}"
+
+
+def _kill_leftover_processes(scratch: Path) -> list[str]:
+    """Processes still naming the scratch directory once the agent is stopped (a forked
+    child of the agent that never got to exec, say); killed, and returned for the test
+    to fail on."""
+    found: list[str] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if str(scratch) in cmdline:
+                found.append(f"{entry.name}: {cmdline.strip()}")
+                os.kill(int(entry.name), signal.SIGKILL)
+    return found
 
 
 def remove_cgroup_parent(parent: str) -> None:

@@ -638,3 +638,120 @@ def test_no_route_answers_500_to_garbage(agent: ags.Agent) -> None:
     assert checked > 1000
     # (An empty body is a valid stop or kill: the target may be stopped, never gone.)
     assert agent.req("GET", "/v1/containers/target")["name"] == "target"
+
+
+def test_async_verbs_run_as_operations(agent: ags.Agent) -> None:
+    agent.put(
+        "slowstop", spec(agent, "sh", "-c", "while true; do sleep 0.05; done", stop_timeout=1)
+    )
+    started = agent.client._send(
+        "POST", "/v1/containers/slowstop/stop", body={}, query={"async": "true"}
+    )
+    assert started.status == 202
+    location = started.getheader("Location")
+    accepted = json.loads(started.read())
+    started.close()
+    assert location == f"/v1/operations/{accepted['id']}"
+    assert accepted["resources"] == ["/v1/containers/slowstop"] and accepted["may_cancel"] is False
+    done = agent.req("GET", f"{location}/wait", query={"timeout": 60})
+    assert done["status"] == "success" and done["result"]["exit_code"] == 137
+    assert agent.req("GET", location)["status"] == "success"
+    assert any(op["id"] == accepted["id"] for op in agent.req("GET", "/v1/operations"))
+
+    # A wait can be cancelled; a failed verb reports the error it would have answered.
+    agent.put("sleeper", looping(agent, "sleeper"))
+    waiting = agent.client._send(
+        "POST", "/v1/containers/sleeper/wait", body={}, query={"async": "true"}
+    )
+    operation = json.loads(waiting.read())
+    waiting.close()
+    assert operation["may_cancel"] is True
+    cancelled = agent.req("DELETE", f"/v1/operations/{operation['id']}")
+    assert cancelled["status"] == "cancelled"
+    bad = agent.client._send("POST", "/v1/containers/nobody/stop", body={}, query={"async": "true"})
+    failed_id = json.loads(bad.read())["id"]
+    bad.close()
+    failed = agent.req("GET", f"/v1/operations/{failed_id}/wait", query={"timeout": 60})
+    assert failed["status"] == "failure"
+    assert failed["error"] == {
+        "detail": "no container named 'nobody'",
+        "field": "name",
+        "status_code": 404,
+    }
+    missing = agent.error("GET", "/v1/operations/nope")
+    assert (missing.status, missing.field) == (404, "operation")
+
+
+def _session(
+    agent: ags.Agent, name: str, request: dict[str, Any], *sends: bytes | dict[str, Any]
+) -> tuple[bytes, list[Any]]:
+    """Run an interactive exec over the websocket; its output bytes and control messages."""
+    from websockets.sync.client import unix_connect
+
+    output = b""
+    controls: list[Any] = []
+    with unix_connect(str(agent.socket), f"ws://localhost/v1/containers/{name}/exec/ws") as ws:
+        ws.send(json.dumps(request))
+        for item in sends:
+            ws.send(item if isinstance(item, bytes) else json.dumps(item))
+        while True:
+            message = ws.recv(timeout=60)
+            if isinstance(message, str):
+                controls.append(json.loads(message))
+                if controls[-1]["type"] in ("exit",) or controls[-1].get("status_code"):
+                    break
+            else:
+                output += message
+    return output, controls
+
+
+def test_interactive_exec_over_a_websocket(agent: ags.Agent) -> None:
+    agent.put("shell", looping(agent, "shell"))
+    # With a terminal: the size given, then a resize, then the exit status.
+    output, controls = _session(
+        agent, "shell", {"command": ["sh"], "tty": True, "width": 100, "height": 30},
+        b"stty size; tty\n",
+        {"type": "resize", "width": 132, "height": 43},
+        b"sleep 0.3; stty size; exit 5\n",
+    )  # fmt: skip
+    text = output.decode(errors="replace")
+    assert "/dev/pts/" in text and "43 132" in text
+    assert controls[-1] == {"type": "exit", "rc": 5}
+    # Without one: stdin through a pipe, stdout and stderr tagged apart.
+    output, controls = _session(
+        agent, "shell", {"command": ["sh", "-c", "cat; echo err >&2; exit 2"]},
+        b"piped input\n", {"type": "close_stdin"},
+    )  # fmt: skip
+    assert output == b"\x01piped input\n\x02err\n"
+    assert controls == [{"type": "exit", "rc": 2}]
+    # Signals reach the process.
+    output, controls = _session(
+        agent,
+        "shell",
+        {"command": ["sh", "-c", "echo ready; sleep 100"]},
+        {"type": "signal", "signal": "KILL"},
+    )
+    assert controls[-1] == {"type": "exit", "rc": 137}
+    # Errors come back named, and a bad control message does not end the session.
+    _output, controls = _session(agent, "nobody", {"command": ["true"]})
+    assert controls == [
+        {
+            "type": "error",
+            "detail": "no container named 'nobody'",
+            "field": "name",
+            "status_code": 404,
+        }
+    ]
+    _output, controls = _session(agent, "shell", {"command": []})
+    assert controls[0]["field"] == "command" and controls[0]["status_code"] == 422
+    _output, controls = _session(
+        agent, "shell", {"command": ["sh", "-c", "read x; exit $x"]}, {"type": "dance"}, b"7\n"
+    )
+    assert controls == [
+        {
+            "type": "error",
+            "detail": "type: must be resize, signal or close_stdin, got 'dance'",
+            "field": "type",
+        },
+        {"type": "exit", "rc": 7},
+    ]

@@ -207,6 +207,20 @@ def test_tls_port_needs_a_client_certificate_or_a_token_on_every_route(
         # A certificate from another CA does not get through the handshake.
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _call(port, _context(pki, "rogue"), "GET", "/v1/containers")
+        # The websocket of interactive exec: refused without credentials, served with them.
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        url = f"wss://127.0.0.1:{port}/v1/containers/web/exec/ws"
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(url, ssl=anonymous, additional_headers=headers, open_timeout=30)
+            assert refused.value.response.status_code == 403
+        with connect(
+            url, ssl=anonymous, additional_headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
+            ws.send(json.dumps({"command": ["sh", "-c", "exit 9"]}))
+            assert json.loads(ws.recv(timeout=60)) == {"type": "exit", "rc": 9}
         # The unix socket is unaffected: no credentials needed there.
         assert agent.req("GET", "/v1/info")["api_version"] == "v1"
 

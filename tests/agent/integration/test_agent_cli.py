@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,36 @@ def test_client_verbs(no_leftovers: None) -> None:
         assert inspect[0]["spec"]["restart_policy"] == {"name": "always", "max_retries": 0}
         assert ags.pid_alive(inspect[0]["state"]["pid"])
         assert gantry(agent, "logs", "-n", "1", "web").stdout == "tick\n"
+        stats = json.loads(gantry(agent, "stats", "--json", "web").stdout)[0]
+        assert stats["memory"]["usage"]["limit"] == 64 << 20 and stats["pids"]["current"] >= 1
+        assert stats["cpu"]["usage"]["total"] > 0
+        assert "web" in gantry(agent, "stats").stdout
+        ran = gantry(agent, "exec", "-e", "X=1", "web", "sh", "-c", "echo $X; exit 4")
+        assert (ran.returncode, ran.stdout) == (4, "1\n")
+        env = {**os.environ, "GANTRY_URL": f"unix://{agent.socket}"}
+        piped = subprocess.run(
+            [str(GANTRY), "exec", "-i", "web", "sh", "-c", "cat; echo e >&2; exit 6"],
+            input="through stdin\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert (piped.returncode, piped.stdout, piped.stderr) == (6, "through stdin\n", "e\n")
+        if shutil.which("script"):
+            # -t needs a terminal: `script` gives the client one.
+            line = f"{GANTRY} exec -it web sh -c 'tty; exit 3'"
+            on_tty = subprocess.run(
+                ["script", "-qec", line, "/dev/null"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+            )
+            assert on_tty.returncode == 3 and "/dev/pts/" in on_tty.stdout, on_tty
 
         assert gantry(agent, "pause", "web").returncode == 0
         assert json.loads(gantry(agent, "inspect", "web").stdout)[0]["state"]["status"] == "paused"

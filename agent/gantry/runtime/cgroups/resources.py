@@ -648,7 +648,11 @@ def _explain(write: Write, exc: OSError) -> str:
     if write.file == "memory.limit_in_bytes" and exc.errno == errno.EBUSY:
         usage = _read_int(write.directory / "memory.usage_in_bytes")
         text += f" (the cgroup uses {usage} bytes now, more than the new limit)"
-    elif write.file.startswith("cpuset.") and exc.errno in (errno.EINVAL, errno.ENOSPC, errno.ERANGE):
+    elif write.file.startswith("cpuset.") and exc.errno in (
+        errno.EINVAL,
+        errno.ENOSPC,
+        errno.ERANGE,
+    ):
         parent = write.directory.parent / f"{write.file.replace('cpuset.', 'cpuset.effective_')}"
         with contextlib.suppress(OSError):
             text += f" (the parent cgroup has {read_str(parent).strip()!r})"
