@@ -346,27 +346,27 @@ class AgentClient:
         """Wait for a long-running operation; return its final document.
 
         ``operation`` is the document the agent answered with 202 (or its id). The wait asks
-        the agent's own wait endpoint, in slices no longer than the client timeout, so a long
-        pull never holds one HTTP request open for minutes. Raises OperationFailed when the
-        operation ended in failure (with the agent's message) and OperationTimeout when it is
-        still running after ``timeout`` seconds.
+        the agent's own wait endpoint (which holds the request until the operation ends), in
+        slices no longer than the client timeout, so a long stop or pull never holds one
+        HTTP request open for minutes. When the operation failed, raises OperationFailed
+        carrying the error the synchronous request would have answered (its message, field
+        and status); OperationTimeout when it is still running after ``timeout`` seconds.
         """
         op_id = operation.get("id") if isinstance(operation, dict) else operation
         if not op_id:
             raise AgentError("agent answered an operation without an id: %r" % (operation,))
         current = operation if isinstance(operation, dict) else {"id": op_id}
         deadline = time.monotonic() + timeout
-        while True:
-            if _operation_done(current):
-                break
+        while not _operation_done(current):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise OperationTimeout(
                     "operation %s (%s) still %s after %s seconds"
-                    % (op_id, current.get("kind", "?"), current.get("status", "running"), timeout),
+                    % (op_id, _operation_name(current), current.get("status", "running"), timeout),
                     body=current,
                 )
             slice_seconds = max(1, min(int(remaining) or 1, max(1, int(self.timeout) - 1), 30))
+            asked = time.monotonic()
             current = self.get(
                 "/v1/operations/%s/wait" % quote_path(op_id),
                 query={"timeout": slice_seconds},
@@ -374,24 +374,32 @@ class AgentClient:
             ).body
             if not isinstance(current, dict):
                 raise AgentError("agent answered operation %s with %r" % (op_id, current))
-            if not _operation_done(current) and poll:
+            # An agent that answers at once instead of holding the wait gets polled gently.
+            if not _operation_done(current) and time.monotonic() - asked < poll:
                 time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-        if current.get("status") not in ("succeeded", "success", "done", "completed"):
-            message, field = (
-                error_details(current.get("error")) if current.get("error") else (None, None)
-            )
+        if current.get("status") in ("success", "succeeded", "done", "completed"):
+            return current
+        error = current.get("error")
+        if isinstance(error, dict) and error.get("detail"):
+            message, field = error_details(error)
+            status = error.get("status_code")
             raise OperationFailed(
-                "operation %s (%s) %s: %s"
-                % (
-                    op_id,
-                    current.get("kind", "?"),
-                    current.get("status"),
-                    message or "no reason given",
-                ),
+                message,
+                status=status if isinstance(status, int) else None,
                 body=current,
                 field=field,
             )
-        return current
+        message = error_details(error)[0] if error else None
+        raise OperationFailed(
+            "operation %s (%s) %s: %s"
+            % (
+                op_id,
+                _operation_name(current),
+                current.get("status"),
+                message or "no reason given",
+            ),
+            body=current,
+        )
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -439,6 +447,10 @@ class AgentClient:
         if self.unix_socket:
             hint = "; is the agent running (gantry agent serve --socket %s)?" % self.unix_socket
         return AgentUnreachable("agent not reachable at %s: %s%s" % (self.url, text, hint))
+
+
+def _operation_name(operation):
+    return operation.get("description") or operation.get("kind") or "?"
 
 
 def _operation_done(operation):

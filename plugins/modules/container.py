@@ -696,11 +696,16 @@ class ContainerModule:
         )
 
     def put(self, agent_state, spec, dry_run, current):
-        return self.client.put(
-            self.path,
-            body={"state": agent_state, "dry_run": dry_run, "spec": spec},
-            timeout=self.slow_timeout(current),
-        ).body
+        body = {"state": agent_state, "dry_run": dry_run, "spec": spec}
+        if dry_run:
+            return self.client.put(self.path, body=body).body
+        # A converge may stop a container (its stop timeout) and start one: run it as an
+        # operation and wait for it, so no single HTTP request has to stay open that long.
+        response = self.client.put(self.path, body=body, query={"async": True})
+        if response.status != 202:
+            return response.body
+        done = self.client.wait_operation(response.body, timeout=self.slow_timeout(current))
+        return done.get("result") or {}
 
     def converge(self, state, spec):
         agent_state = AGENT_STATES[state]

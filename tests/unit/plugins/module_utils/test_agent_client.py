@@ -414,14 +414,14 @@ def operation_route(states):
 def test_wait_operation_until_done(unix_agent):
     unix_agent.routes["GET", "/v1/operations/op1/wait"] = operation_route(
         [
-            {"id": "op1", "kind": "pull", "status": "running"},
-            {"id": "op1", "kind": "pull", "status": "succeeded", "result": {"digest": "sha256:1"}},
+            {"id": "op1", "description": "stop", "status": "running"},
+            {"id": "op1", "description": "stop", "status": "success", "result": {"changed": True}},
         ]
     )
     done = AgentClient(unix_agent.url, timeout=5).wait_operation(
         {"id": "op1", "status": "running"}, timeout=30, poll=0
     )
-    assert done["result"] == {"digest": "sha256:1"}
+    assert done["result"] == {"changed": True}
     assert len(unix_agent.seen) == 2
     assert all(
         seen["path"].startswith("/v1/operations/op1/wait?timeout=") for seen in unix_agent.seen
@@ -429,33 +429,38 @@ def test_wait_operation_until_done(unix_agent):
 
 
 def test_finished_operation_needs_no_request(unix_agent):
-    done = AgentClient(unix_agent.url).wait_operation(
-        {"id": "op1", "status": "succeeded"}, timeout=1
-    )
-    assert done["status"] == "succeeded"
+    done = AgentClient(unix_agent.url).wait_operation({"id": "op1", "status": "success"}, timeout=1)
+    assert done["status"] == "success"
     assert unix_agent.seen == []
 
 
-def test_failed_operation_carries_the_agents_message(unix_agent):
+def test_failed_operation_is_the_synchronous_error(unix_agent):
+    error = {
+        "detail": "spec.resources.memory: must be at least 6291456 bytes (6m), got 1024",
+        "field": "spec.resources.memory",
+        "status_code": 422,
+    }
     unix_agent.routes["GET", "/v1/operations/op2/wait"] = operation_route(
-        [
-            {
-                "id": "op2",
-                "kind": "pull",
-                "status": "failed",
-                "error": {"detail": "manifest unknown", "field": "ref"},
-            }
-        ]
+        [{"id": "op2", "description": "converge", "status": "failure", "error": error}]
     )
     with pytest.raises(OperationFailed) as info:
         AgentClient(unix_agent.url).wait_operation("op2", timeout=5, poll=0)
-    assert str(info.value) == "operation op2 (pull) failed: manifest unknown"
-    assert info.value.field == "ref"
+    assert str(info.value) == error["detail"]
+    assert info.value.field == "spec.resources.memory"
+    assert info.value.status == 422
+
+
+def test_cancelled_operation(unix_agent):
+    unix_agent.routes["GET", "/v1/operations/op4/wait"] = operation_route(
+        [{"id": "op4", "description": "wait", "status": "cancelled", "error": None}]
+    )
+    with pytest.raises(OperationFailed, match=r"operation op4 \(wait\) cancelled: no reason"):
+        AgentClient(unix_agent.url).wait_operation("op4", timeout=5, poll=0)
 
 
 def test_operation_still_running_times_out(unix_agent):
     unix_agent.routes["GET", "/v1/operations/op3/wait"] = operation_route(
-        [{"id": "op3", "kind": "pull", "status": "running"}]
+        [{"id": "op3", "description": "pull", "status": "running"}]
     )
     with pytest.raises(OperationTimeout, match="still running after 1 seconds"):
         AgentClient(unix_agent.url, timeout=2).wait_operation("op3", timeout=1, poll=0.2)
