@@ -659,12 +659,19 @@ class ContainerModule:
             time.sleep(0.25)
             container = self.inspect() or {}
 
+    def stop_gracefully(self, current):
+        """Stop a running container with its stop signal and timeout before a forced removal
+        (which, as docker rm -f, kills with SIGKILL), so its process can end cleanly."""
+        status = (current.get("state") or {}).get("status")
+        if status in ("running", "restarting"):
+            # Gone or stopped meanwhile: the removal that follows settles it.
+            with contextlib.suppress(AgentNotFound, AgentConflict):
+                self.client.post(self.path + "/stop", body={}, timeout=self.slow_timeout(current))
+
     def absent(self):
         current = self.inspect()
         if current is None:
             return dict(changed=False, actions=[], container={}, diff=ansible_diff(self.name, None))
-        # The agent's forced removal kills with SIGKILL (as docker rm -f); stop it first with
-        # its own stop signal and timeout, so the process gets to end cleanly.
         plan = self.client.delete(self.path, query={"force": True, "dry_run": True}).body
         actions = list(plan.get("actions") or [])
         if self.check_mode:
@@ -674,11 +681,7 @@ class ContainerModule:
                 container=current,
                 diff=ansible_diff(self.name, plan.get("diff")),
             )
-        status = (current.get("state") or {}).get("status")
-        if status in ("running", "restarting"):
-            # Gone or stopped meanwhile: the removal below settles it.
-            with contextlib.suppress(AgentNotFound, AgentConflict):
-                self.client.post(self.path + "/stop", body={}, timeout=self.slow_timeout(current))
+        self.stop_gracefully(current)
         try:
             answer = self.client.delete(
                 self.path, query={"force": True}, timeout=self.slow_timeout(current)
@@ -746,6 +749,7 @@ class ContainerModule:
             actions = ["recreate"] + (["start"] if agent_state == "running" else [])
             container = current
         else:
+            self.stop_gracefully(current)
             self.client.delete(self.path, query={"force": True}, timeout=self.slow_timeout(current))
             answer = self.put(agent_state, spec, False, None)
             actions = [
