@@ -502,6 +502,7 @@ class Engine:
         *,
         user: bool = True,
     ) -> tuple[bool, int | None]:
+        restart_pending = row.id in self._restart_timers
         self._cancel_restart(row)
         if user:
             self.store.update(row.id, stopped_by_user=True)
@@ -509,7 +510,9 @@ class Engine:
         if runtime is None or runtime.status not in RUNNING_STATES or runtime.state is None:
             if runtime is not None:
                 self._finish(row, runtime, event="die")
-            return False, self._row(row.id).exit_code
+            if restart_pending:  # a stop that cancels a restart-policy restart did something
+                self.events.emit("stop", row.name, row.id)
+            return restart_pending, self._row(row.id).exit_code
         number = int(signal.Signals[specs.signal_name(sig or row.spec["stop_signal"], "signal")])
         wait_for = row.spec["stop_timeout"] if timeout is None else timeout
         with contextlib.suppress(supervisor.RuntimeError_):

@@ -361,7 +361,10 @@ def test_restart_policy_on_failure_counts_retries(agent: ags.Agent) -> None:
         ),
         what="two restarts",
     )
-    assert final["state"]["exit_code"] == 5
+    # Stopped for good once its last exit is recorded (wait returns then).
+    assert agent.req("POST", "/v1/containers/flaky/wait")["exit_code"] == 5
+    final = agent.req("GET", "/v1/containers/flaky")
+    assert final["state"]["exit_code"] == 5 and final["state"]["restart_count"] == 2
     actions = [
         json.loads(line)["action"]
         for line in b"".join(agent.client.stream("GET", "/v1/events")).splitlines()
@@ -755,3 +758,42 @@ def test_interactive_exec_over_a_websocket(agent: ags.Agent) -> None:
         },
         {"type": "exit", "rc": 7},
     ]
+
+
+def test_events_follow_streams_new_events(agent: ags.Agent) -> None:
+    import http.client
+    import socket as socket_module
+
+    last = agent.req("GET", "/v1/events")
+    sock = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    sock.connect(str(agent.socket))
+    connection = http.client.HTTPConnection("localhost", timeout=60)
+    connection.sock = sock
+    connection.request("GET", "/v1/events?follow=true&container=fol")
+    response = connection.getresponse()
+    assert response.status == 200 and last is None
+    agent.put("other", spec(agent, "true"))
+    agent.put("fol", spec(agent, "true"))
+    seen: list[str] = []
+    while "die" not in seen:
+        line = response.readline()
+        if line.strip():
+            event = json.loads(line)
+            assert event["container"] == "fol"
+            seen.append(event["action"])
+    connection.close()
+    assert seen == ["create", "start", "die"]
+
+
+def test_stop_cancels_a_pending_restart(agent: ags.Agent) -> None:
+    agent.put("again", spec(agent, "sh", "-c", "exit 1", restart_policy="always"))
+    ags.wait_for(
+        lambda: agent.req("GET", "/v1/containers/again")["state"]["restart_count"] >= 3,
+        what="a few restarts",
+    )
+    agent.req("POST", "/v1/containers/again/stop")
+    stopped = agent.req("GET", "/v1/containers/again")["state"]
+    assert stopped["status"] == "stopped" and stopped["stopped_by_user"] is True
+    count = stopped["restart_count"]
+    assert agent.req("POST", "/v1/containers/again/wait")["status"] == "stopped"
+    assert agent.req("GET", "/v1/containers/again")["state"]["restart_count"] == count
