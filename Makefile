@@ -47,7 +47,8 @@ ansible-integration:
 	bash scripts/ansible-test.sh integration
 
 molecule:
-	bash scripts/molecule.sh
+	bash scripts/molecule.sh -s kernel_check
+	bash scripts/molecule.sh -s containers
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python "$$b"; done

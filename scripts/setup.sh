@@ -12,6 +12,7 @@ APT_PACKAGES=(
   busybox-static tini uidmap iproute2 iptables nftables kmod
   shellcheck  # ansible-test sanity runs it on the shell scripts
   runc  # a reference anchor only: `runc spec` bundles and benchmarks, never run under Gantry
+  podman  # the anchor of bench/ansible.py (podman with runc); no service is started
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

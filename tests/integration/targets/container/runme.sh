@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# gantry.fleet.container against a live agent: a real `gantry agent serve` on a unix socket
+# under a temporary root, real containers from a busybox root file system.
+set -eux
+cd "$(dirname "$0")"
+# shellcheck source=../setup_gantry_agent/agent.sh
+source ../setup_gantry_agent/agent.sh
+gantry_agent_start
+ansible-playbook -i "${INVENTORY_PATH}" runme.yml \
+  -e "gantry_test_dir=$GANTRY_TEST_DIR gantry_test_rootfs=$GANTRY_TEST_ROOTFS" "$@"

@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# Sourced by the runme.sh of every target that talks to a live Gantry agent.
+#
+# gantry_agent_start starts `gantry agent serve` (the checkout's, from the .venv on PATH) on a
+# unix socket under a fresh temporary directory, with its own --root, builds a busybox root
+# file system there, waits until the agent is ready and exports:
+#   GANTRY_AGENT_URL    unix://<dir>/agent.sock (the modules' agent_url falls back to it)
+#   GANTRY_TEST_DIR     the temporary directory
+#   GANTRY_TEST_ROOTFS  <dir>/rootfs, a root file system of busybox applets
+# The agent puts its containers' cgroups under a parent of its own (gantry-it-<suffix>), so
+# tests running side by side never share one.
+# On exit every container the agent holds is removed (containers outlive the agent, so
+# stopping the agent alone would leave them running), the agent is stopped and the directory
+# removed: nothing is left behind, also when a test fails.
+
+gantry_agent_api() {
+  # gantry_agent_api METHOD PATH: one request to the test agent; prints the body.
+  curl --silent --show-error --max-time 60 --unix-socket "$GANTRY_TEST_DIR/agent.sock" \
+    -X "$1" "http://localhost$2"
+}
+
+gantry_busybox_rootfs() {
+  # gantry_busybox_rootfs DIR: a root file system whose every program is the static busybox.
+  local dir=$1 applet
+  mkdir -p "$dir"/{bin,etc,tmp,proc,sys,dev,www,root}
+  cp /bin/busybox "$dir/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [[ -e $dir/bin/$applet ]] || ln -s busybox "$dir/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
+  chmod 1777 "$dir/tmp"
+}
+
+gantry_agent_start() {
+  GANTRY_TEST_DIR=$(mktemp -d /tmp/gantry-it.XXXXXX)
+  export GANTRY_TEST_DIR
+  export GANTRY_TEST_ROOTFS=$GANTRY_TEST_DIR/rootfs
+  gantry_busybox_rootfs "$GANTRY_TEST_ROOTFS"
+  trap gantry_agent_stop EXIT
+  GANTRY_TEST_CGROUP=gantry-it-${GANTRY_TEST_DIR##*.}
+  gantry agent serve --root "$GANTRY_TEST_DIR/root" --socket "$GANTRY_TEST_DIR/agent.sock" \
+    --cgroup-parent "/$GANTRY_TEST_CGROUP" >"$GANTRY_TEST_DIR/agent.log" 2>&1 &
+  GANTRY_AGENT_PID=$!
+  local tries
+  for tries in $(seq 1 300); do
+    if [[ -S $GANTRY_TEST_DIR/agent.sock ]] && gantry_agent_api GET /readyz >/dev/null 2>&1; then
+      break
+    fi
+    if ! kill -0 "$GANTRY_AGENT_PID" 2>/dev/null; then
+      echo "gantry agent exited at start-up:" >&2
+      cat "$GANTRY_TEST_DIR/agent.log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  if ((tries == 300)); then
+    echo "gantry agent did not become ready:" >&2
+    cat "$GANTRY_TEST_DIR/agent.log" >&2
+    return 1
+  fi
+  export GANTRY_AGENT_URL=unix://$GANTRY_TEST_DIR/agent.sock
+}
+
+gantry_agent_stop() {
+  local rc=$? name
+  set +e
+  if [[ -n ${GANTRY_AGENT_PID:-} ]] && kill -0 "$GANTRY_AGENT_PID" 2>/dev/null; then
+    for name in $(gantry_agent_api GET /v1/containers |
+      python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))'); do
+      gantry_agent_api DELETE "/v1/containers/$name?force=true" >/dev/null
+    done
+    kill "$GANTRY_AGENT_PID"
+    wait "$GANTRY_AGENT_PID"
+  fi
+  if ((rc != 0)) && [[ -f $GANTRY_TEST_DIR/agent.log ]]; then
+    echo "---- agent log" >&2
+    tail -n 50 "$GANTRY_TEST_DIR/agent.log" >&2
+  fi
+  # The parent cgroups the agent made (empty once its containers are gone).
+  if [[ -n ${GANTRY_TEST_CGROUP:-} ]]; then
+    find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$GANTRY_TEST_CGROUP" \
+      -exec rmdir {} + 2>/dev/null
+  fi
+  rm -rf "$GANTRY_TEST_DIR"
+  return "$rc"
+}
