@@ -79,7 +79,7 @@ class NetworkConfig:
     default_subnet: str = "10.89.0.0/16"
     subnet_pool: str = "10.90.0.0/15"
     pool_prefix: int = 24
-    bridge_prefix: str = "gantry-"
+    bridge_prefix: str = "gantry-"  # + id characters up to 15 (Linux's limit)
     nft_table: str = "gantry"
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] | None = None
@@ -407,9 +407,9 @@ class NetworkManager:
             )
         net_id = secrets.token_hex(32)
         if spec.driver == "bridge" and not spec.bridge:
-            spec = NetworkSpec(
-                **{**spec.__dict__, "bridge": self.config.bridge_prefix + net_id[:8]}
-            )
+            room = max(4, 15 - len(self.config.bridge_prefix))
+            bridge = self.config.bridge_prefix + net_id[:room]
+            spec = NetworkSpec(**{**spec.__dict__, "bridge": bridge})
         net = validate(spec, subnet, net_id=net_id, created=_now(), default=default)
         if net.driver == "bridge":
             for other in existing.values():
