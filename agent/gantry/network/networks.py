@@ -187,6 +187,7 @@ def validate(
         raise InvalidNetworkInput("subnet", f"{subnet!r} is too small (at most /30)")
     if net.version == 6 and net.prefixlen > 126:
         raise InvalidNetworkInput("subnet", f"{subnet!r} is too small (at most /126)")
+    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address
     if spec.gateway:
         try:
             gateway = ipaddress.ip_address(spec.gateway)
@@ -195,7 +196,7 @@ def validate(
         if gateway not in net or gateway in (net.network_address, net.broadcast_address):
             raise InvalidNetworkInput("gateway", f"{spec.gateway} is not a host of {subnet}")
     else:
-        gateway = next(net.hosts())
+        gateway = ipaddress.ip_address(str(next(net.hosts())))
     ip_range = ""
     if spec.ip_range:
         try:
@@ -251,7 +252,7 @@ def validate(
 
 def overlaps(a: str, b: str) -> bool:
     na, nb = ipaddress.ip_network(a), ipaddress.ip_network(b)
-    return na.version == nb.version and na.overlaps(nb)  # type: ignore[arg-type]
+    return na.version == nb.version and na.overlaps(nb)
 
 
 def pick_subnet(pool: str, prefix: int, taken: list[str]) -> str:
