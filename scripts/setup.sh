@@ -10,6 +10,7 @@ PYTHON=${PYTHON:-python3}
 APT_PACKAGES=(
   python3-venv rsync xz-utils git make gcc libc6-dev
   busybox-static tini uidmap iproute2 iptables nftables kmod
+  containernetworking-plugins  # CNI plugins (bridge, host-local, portmap, firewall, macvlan, ipvlan, loopback) in /usr/lib/cni
   shellcheck  # ansible-test sanity runs it on the shell scripts
   runc  # a reference anchor only: `runc spec` bundles and benchmarks, never run under Gantry
   podman  # the anchor of bench/ansible.py (podman with runc); no service is started
