@@ -521,8 +521,12 @@ class NetworkManager:
 
     def _attach(self, req: AttachRequest) -> Attachment:
         RuntimeConf(req.container_id, "")  # validates the id
-        if self._record_path(req.container_id).exists():
+        previous = self._records().get(req.container_id)
+        if previous is not None and previous.state == "attached":
             raise NetworkExists(f"container {req.container_id} is already attached")
+        if previous is not None:
+            # A crash during an earlier attach left half of one: undo it, then start over.
+            self._teardown(previous)
         hostname = names.check_hostname(req.hostname or req.container_id[:12])
         for index, (host, address) in enumerate(req.extra_hosts):
             names.check_hostname(host, f"extra_hosts[{index}]")

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -426,3 +427,45 @@ def test_foreign_cni_config_dir_is_listed_and_usable(env: support.NetEnv) -> Non
         env.manager.remove_network(name)
     env.manager.detach(att.container_id)
     support.run(["ip", "link", "delete", f"gext{env.token}"])
+
+
+CRASHING_AGENT = """
+import json, os, signal, sys
+from pathlib import Path
+from gantry.network import AttachRequest, NetworkConfig, NetworkManager, parse_ports
+raw = json.loads(sys.argv[1])
+raw["root"] = Path(raw["root"])
+raw["plugin_dirs"] = tuple(Path(d) for d in raw["plugin_dirs"])
+raw["config_dirs"] = tuple(Path(d) for d in raw["config_dirs"])
+config = NetworkConfig(**raw)
+manager = NetworkManager(config)
+for cid in sys.argv[2:]:
+    manager.attach(AttachRequest(cid, name=cid, ports=tuple(parse_ports(["127.0.0.1::80"]))))
+print("attached", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_9_of_the_agent_then_recovery_cleans_what_it_left(env: support.NetEnv) -> None:
+    ids = [env.cid("k1"), env.cid("k2")]
+    config = {
+        k: [str(d) for d in v] if k.endswith("dirs") else (str(v) if k == "root" else v)
+        for k, v in env.config.__dict__.items()
+    }
+    agent = support.run(
+        [sys.executable, "-c", CRASHING_AGENT, json.dumps(config), *ids], timeout=120
+    )
+    assert agent.returncode == -9 and "attached" in agent.stdout, agent.stderr
+    restarted = NetworkManager(env.config)
+    left = {a.container_id for a in restarted.attachments()}
+    assert left == set(ids)
+    env.note_veths()
+    assert env.veths & support.links()
+    report = restarted.recover(live=())
+    assert sorted(report.records) == sorted(ids)
+    assert restarted.attachments() == []
+    assert not (env.veths & support.links())
+    nat = support.run(["iptables-save", "-t", "nat"]).stdout
+    assert not any(cid in nat for cid in ids)
+    ipam = env.root / "network" / "ipam" / env.config.default_network
+    assert [p.name for p in ipam.iterdir() if p.name[0].isdigit()] == []
