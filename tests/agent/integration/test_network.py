@@ -433,13 +433,11 @@ CRASHING_AGENT = """
 import json, os, signal, sys
 from pathlib import Path
 from gantry.network import AttachRequest, NetworkConfig, NetworkManager, parse_ports
-fields = json.loads(sys.argv[1])
-for key, value in fields.items():
-    if key.endswith("dirs"):
-        fields[key] = tuple(Path(item) for item in value)
-    elif key == "root":
-        fields[key] = Path(value)
-config = NetworkConfig(**fields)
+raw = json.loads(sys.argv[1])
+raw["root"] = Path(raw["root"])
+raw["plugin_dirs"] = tuple(Path(d) for d in raw["plugin_dirs"])
+raw["config_dirs"] = tuple(Path(d) for d in raw["config_dirs"])
+config = NetworkConfig(**raw)
 manager = NetworkManager(config)
 for cid in sys.argv[2:]:
     manager.attach(AttachRequest(cid, name=cid, ports=tuple(parse_ports(["127.0.0.1::80"]))))
@@ -451,11 +449,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_kill_9_of_the_agent_then_recovery_cleans_what_it_left(env: support.NetEnv) -> None:
     ids = [env.cid("k1"), env.cid("k2")]
     config = {
-        k: (
-            [str(p) for p in v]
-            if isinstance(v, tuple) and k.endswith("dirs")
-            else (str(v) if isinstance(v, Path) else v)
-        )
+        k: [str(d) for d in v] if k.endswith("dirs") else (str(v) if k == "root" else v)
         for k, v in env.config.__dict__.items()
     }
     agent = support.run(
