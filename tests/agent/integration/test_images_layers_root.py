@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from gantry.images import commit
 from gantry.images.errors import UnsafeLayer
+from gantry.images.service import ImageService
 from gantry.images.snapshots import mount_overlay
 from gantry.images.store import ContentStore, LayerRecord
 from gantry.linux import mount as mnt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from images_support import Member, tar_bytes, tree
+from images_support import Member, oci_layout, tar_bytes, tree
 
 pytestmark = pytest.mark.root
 
@@ -137,3 +138,24 @@ def test_devices_fifos_ownership_setuid_and_capabilities(tmp_path: Path) -> None
     owned = os.stat(layer / "bin/owned")
     assert (owned.st_uid, owned.st_gid, stat.S_IMODE(owned.st_mode)) == (1234, 5678, 0o2750)
     assert os.getxattr(layer / "bin/ping", "security.capability") == CAP_NET_BIND
+
+
+def test_an_image_of_130_layers_mounts(tmp_path: Path) -> None:
+    # Far past what lowerdir= fits in one page at these path lengths.
+    layers = [tar_bytes([Member(f"l{i:03}", data=f"{i}".encode())]) for i in range(129)]
+    layers.append(tar_bytes([Member(".wh.l000"), Member("top", data=b"top")]))
+    layout = tmp_path / "layout"
+    oci_layout(layout, layers)
+    service = ImageService(tmp_path / "store")
+    (imported,) = service.load(layout, name="many")
+    assert len(imported.image.layers) == 130
+    snap = service.prepare_rootfs("many-layers", imported.image)
+    try:
+        names = sorted(os.listdir(snap.rootfs))
+        assert "l000" not in names  # whited out by the top layer
+        assert (snap.rootfs / "l001").read_text() == "1"
+        assert (snap.rootfs / "l128").read_text() == "128"
+        assert (snap.rootfs / "top").read_text() == "top"
+    finally:
+        service.remove_rootfs("many-layers")
+    assert not service.snapshots.is_mounted("many-layers")
