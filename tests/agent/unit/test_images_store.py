@@ -4,12 +4,13 @@ stored once, and garbage collection that removes only what nothing references.""
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from gantry.images import formats
 from gantry.images.errors import DigestMismatch, ImageError, NotFound
-from gantry.images.store import ContentStore, write_atomic
+from gantry.images.store import ContentStore, LayerRecord, write_atomic
 from images_support import Member, oci_layout, sha, tar_bytes
 
 
@@ -171,3 +172,15 @@ def test_gc_keeps_extra_roots_and_leases(tmp_path: Path) -> None:
         assert result.blobs == ()
     assert store.gc(extra_roots=[image.id]).blobs == (loose,)
     assert set(store.gc().blobs) == {image.manifest, image.config, sha(BASE)}
+
+
+def test_concurrent_unpacks_of_a_shared_layer_unpack_it_once(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "store")
+    data = tar_bytes([Member(f"f{i}", data=b"x" * 4096) for i in range(300)])
+    digest = store.put_bytes(data)
+    layer = LayerRecord(digest, "application/vnd.oci.image.layer.v1.tar", len(data), digest)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _n: store.unpack_layer(layer), range(8)))
+    assert set(results) == {store.layer_dir(digest)}
+    assert store.layers() == [digest]
+    assert list((store.root / "tmp").iterdir()) == []
