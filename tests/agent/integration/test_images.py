@@ -279,3 +279,19 @@ def test_pull_run_commit_push_through_a_loopback_registry(
     top = fresh.store.layer_dir(pulled.layers[-1].diff_id)
     assert not (top / "etc/hostname").exists()
     assert (top / "etc/new").read_text() == "changed\n"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_layers_from_skopeo_import_and_run(
+    tmp_path: Path, service: ImageService, oci_layout: Path, compression: str
+) -> None:
+    copy = tmp_path / f"copy-{compression}"
+    _run(
+        "skopeo", "copy", "--dest-compress", "--dest-compress-format", compression,
+        f"oci:{oci_layout}:v2", f"oci:{copy}:v2",
+    )  # fmt: skip
+    (imported,) = service.load(copy, name="packed/busybox")
+    media = {layer.media_type for layer in imported.image.layers}
+    assert media == {f"application/vnd.oci.image.layer.v1.tar+{compression}"}
+    rc, out, err = _run_container(tmp_path, service, imported.image, CHECK)
+    assert (rc, out) == (0, EXPECTED), err
