@@ -295,3 +295,18 @@ def test_compressed_layers_from_skopeo_import_and_run(
     assert media == {f"application/vnd.oci.image.layer.v1.tar+{compression}"}
     rc, out, err = _run_container(tmp_path, service, imported.image, CHECK)
     assert (rc, out) == (0, EXPECTED), err
+
+
+def test_oci_layout_as_a_tar_imports_and_runs(
+    tmp_path: Path, service: ImageService, oci_layout: Path
+) -> None:
+    archive = tmp_path / "layout.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(oci_layout, arcname=".")
+    imported = service.load(archive, name="tarred/busybox")
+    assert {tag for item in imported for tag in item.tags} == {
+        "docker.io/tarred/busybox:base",
+        "docker.io/tarred/busybox:v2",
+    }
+    rc, out, err = _run_container(tmp_path, service, service.resolve("tarred/busybox:v2"), CHECK)
+    assert (rc, out) == (0, EXPECTED), err
