@@ -14,6 +14,8 @@ APT_PACKAGES=(
   shellcheck  # ansible-test sanity runs it on the shell scripts
   runc  # a reference anchor only: `runc spec` bundles and benchmarks, never run under Gantry
   podman  # the anchor of bench/ansible.py (podman with runc); no service is started
+  skopeo umoci docker-registry  # image tests: build, copy and serve images (registry on loopback only)
+  zstd  # zstd-compressed layers are decompressed by the zstd binary
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
