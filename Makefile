@@ -12,9 +12,13 @@ PYTEST := $(VENV)/bin/python -m pytest
 setup:
 	@bash scripts/setup.sh
 
-## The main job on this machine as a one-host fleet.
+## The main job on this machine as a one-host fleet; afterwards the demo is taken down again
+## (its containers removed, the agent stopped) unless DEMO_KEEP=1.
 demo: setup
 	ansible-playbook -i inventories/local/hosts.yml playbooks/deploy.yml
+	@if [ "$${DEMO_KEEP:-0}" != 1 ]; then \
+	  ansible-playbook -i inventories/local/hosts.yml playbooks/teardown.yml; \
+	fi
 
 ## Every test tier.
 test: setup lint pytest ansible-units ansible-integration molecule
