@@ -57,18 +57,12 @@ from gantry.runtime.init import (
     InitConfig,
     InitStepError,
     SyncChannel,
-    apply_umask,
-    build_environment,
+    become_process,
     close_inherited_fds,
-    find_executable,
-    give_terminal_to,
     load_seccomp,
     report_and_exit,
-    resolve_user,
     setup_console,
     step,
-    try_enter_cwd,
-    verify_cwd,
 )
 from gantry.runtime.process import (
     DEFAULT_TIMEOUT,
@@ -341,37 +335,7 @@ def exec_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
         if config.terminal:
             with step("console"):
                 setup_console(channel, config.console_size, bind_console=False)
-        if config.no_new_privs:
-            with step("no-new-privileges"):
-                prctl.set_no_new_privs()
-        with step("user"):
-            user = resolve_user(config)
-            apply_umask(config.umask)
-        if config.terminal:
-            with step("console"):
-                give_terminal_to(user)
-        if config.rlimits:
-            with step("rlimits"):
-                channel.send(MSG_RLIMITS)
-                channel.expect(MSG_ACK)
-        if config.seccomp and config.seccomp_early:
-            with step("seccomp"):
-                load_seccomp(config)
-        with step("capabilities"):
-            security.drop_bounding_set(config.capabilities, last_cap=config.last_cap)
-        with step("cwd"):
-            cwd_entered = try_enter_cwd(config.cwd)
-        with step("user"):
-            security.switch_user(user, set_groups=not config.deny_setgroups)
-        with step("capabilities"):
-            security.apply_capabilities(config.capabilities)
-        with step("cwd"):
-            if not cwd_entered:
-                os.chdir(config.cwd)
-            verify_cwd()
-        with step("exec"):
-            executable = find_executable(config.args[0], config.env)
-            environ = build_environment(config.env, user)
+        executable, environ = become_process(config, channel)
         with step("fds"):
             close_inherited_fds(channel)
         if config.seccomp and not config.seccomp_early:

@@ -327,44 +327,7 @@ def container_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
         # oom_score_adj: written by the runtime on our first ancestor (a value below the
         # current one needs CAP_SYS_RESOURCE outside any user namespace).
         # AppArmor and SELinux: not supported; the runtime warned about a profile or label.
-        if config.no_new_privs:
-            with step("no-new-privileges"):
-                prctl.set_no_new_privs()
-        with step("user"):
-            user = resolve_user(config)
-            apply_umask(config.umask)
-        if config.terminal:
-            with step("console"):
-                give_terminal_to(user)
-        if config.rlimits:
-            with step("rlimits"):
-                # Set from outside: a hard limit cannot be raised from inside a user
-                # namespace, and prlimit(2) on a process whose ids differ from the caller's
-                # needs CAP_SYS_RESOURCE: so now, before the user switch (runc's procReady).
-                # Our own set-up is done with what it opens (the passwd files).
-                channel.send(MSG_RLIMITS)
-                channel.expect(MSG_ACK)
-        if config.seccomp and config.seccomp_early:
-            with step("seccomp"):
-                # Without no_new_privs only CAP_SYS_ADMIN may load a filter, and the
-                # container keeps none: the last chance is now (runc does the same).
-                load_seccomp(config)
-        with step("capabilities"):
-            # Before the user switch: PR_CAPBSET_DROP needs CAP_SETPCAP still effective.
-            security.drop_bounding_set(config.capabilities, last_cap=config.last_cap)
-        with step("cwd"):
-            cwd_entered = try_enter_cwd(config.cwd)
-        with step("user"):
-            security.switch_user(user, set_groups=not config.deny_setgroups)
-        with step("capabilities"):
-            security.apply_capabilities(config.capabilities)
-        with step("cwd"):
-            if not cwd_entered:
-                os.chdir(config.cwd)
-            verify_cwd()
-        with step("exec"):
-            executable = find_executable(config.args[0], config.env)
-            environ = build_environment(config.env, user)
+        executable, environ = become_process(config, channel)
         with step("fds"):
             close_inherited_fds(channel, keep_fifo=config.start_fifo)
         with step("sync"):
@@ -388,6 +351,53 @@ def container_init(config: InitConfig, channel: SyncChannel) -> NoReturn:
         report_and_exit(channel, failure)
     except BaseException as exc:  # a bug here must still end in a report, not a traceback
         report_and_exit(channel, InitStepError("internal", f"{type(exc).__name__}: {exc}"))
+
+
+def become_process(config: InitConfig, channel: SyncChannel) -> tuple[str, Mapping[str, str]]:
+    """The process's own set-up, in runc's order, shared by the container's init and by
+    every exec'd process: no_new_privs, the user (from the container's passwd) and umask,
+    the terminal's owner, rlimits (set from outside), an early seccomp filter, the bounding
+    set, cwd, the user switch, capabilities, cwd verified; the executable and environment.
+    """
+    if config.no_new_privs:
+        with step("no-new-privileges"):
+            prctl.set_no_new_privs()
+    with step("user"):
+        user = resolve_user(config)
+        apply_umask(config.umask)
+    if config.terminal:
+        with step("console"):
+            give_terminal_to(user)
+    if config.rlimits:
+        with step("rlimits"):
+            # Set from outside: a hard limit cannot be raised from inside a user
+            # namespace, and prlimit(2) on a process whose ids differ from the caller's
+            # needs CAP_SYS_RESOURCE: so now, before the user switch (runc's procReady).
+            # Our own set-up is done with what it opens (the passwd files).
+            channel.send(MSG_RLIMITS)
+            channel.expect(MSG_ACK)
+    if config.seccomp and config.seccomp_early:
+        with step("seccomp"):
+            # Without no_new_privs only CAP_SYS_ADMIN may load a filter, and the
+            # container keeps none: the last chance is now (runc does the same).
+            load_seccomp(config)
+    with step("capabilities"):
+        # Before the user switch: PR_CAPBSET_DROP needs CAP_SETPCAP still effective.
+        security.drop_bounding_set(config.capabilities, last_cap=config.last_cap)
+    with step("cwd"):
+        cwd_entered = try_enter_cwd(config.cwd)
+    with step("user"):
+        security.switch_user(user, set_groups=not config.deny_setgroups)
+    with step("capabilities"):
+        security.apply_capabilities(config.capabilities)
+    with step("cwd"):
+        if not cwd_entered:
+            os.chdir(config.cwd)
+        verify_cwd()
+    with step("exec"):
+        executable = find_executable(config.args[0], config.env)
+        environ = build_environment(config.env, user)
+    return executable, environ
 
 
 # --- the steps --------------------------------------------------------------------------------
