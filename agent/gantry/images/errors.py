@@ -21,3 +21,7 @@ class NotFound(ImageError):
 
 class RegistryError(ImageError):
     """A registry answered with an error (or not at all)."""
+
+
+class CertificateError(RegistryError):
+    """A registry's TLS certificate could not be verified (unknown CA, wrong name, expired)."""

@@ -28,12 +28,14 @@ from typing import Any, Final
 
 from gantry.images import digest as dg
 from gantry.images import oci
-from gantry.images.errors import DigestMismatch, ImageError, RegistryError
+from gantry.images.errors import CertificateError, DigestMismatch, ImageError, RegistryError
 from gantry.images.reference import DEFAULT_REGISTRY, Reference
 from gantry.images.store import ContentStore, ImageRecord
 
 Progress = Callable[[dict[str, Any]], None]
-"""Called with events: ``{"action": "pull"|"push", "digest", "status", "current", "total"}``."""
+"""Called with one dict per step (see docs/images.md, "Progress"):
+``{"action": "pull"|"push", "digest": "sha256:…", "status": "exists"|"downloading"|
+"uploading"|"done", "current": bytes so far, "total": bytes or None}``."""
 
 MANIFEST_ACCEPT: Final = ", ".join(
     (oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_LIST, oci.DOCKER_MANIFEST)
@@ -62,6 +64,18 @@ class RegistryOptions:
     ca_files: dict[str, Path] = field(default_factory=dict)
     """Extra CA bundle by registry host (``*`` for every registry)."""
     timeout: float = 60.0
+
+
+def plain_http_allowed(registry: str, insecure: frozenset[str] | set[str]) -> bool:
+    """Whether ``registry`` (``host[:port]``) may be spoken to over plain HTTP: only a
+    loopback registry (as Docker allows) or one named in ``insecure`` (by ``host:port``,
+    or by ``host`` alone for every port)."""
+    if is_loopback(registry):
+        return True
+    host = registry[: registry.index("]") + 1] if registry.startswith("[") else registry
+    if not registry.startswith("[") and registry.count(":") == 1:
+        host = registry.split(":", 1)[0]
+    return registry in insecure or host in insecure
 
 
 def is_loopback(host: str) -> bool:
@@ -124,7 +138,7 @@ class RegistryClient:
         return _DOCKER_HUB if registry == DEFAULT_REGISTRY else registry
 
     def _plain_allowed(self, registry: str) -> bool:
-        return is_loopback(registry) or registry in self.options.insecure
+        return plain_http_allowed(registry, self.options.insecure)
 
     def _ssl_context(self, registry: str) -> ssl.SSLContext:
         ca = self.options.ca_files.get(registry) or self.options.ca_files.get("*")
@@ -141,8 +155,8 @@ class RegistryClient:
             )
         if not self._plain_allowed(registry):
             raise RegistryError(
-                f"registry {registry}: plain HTTP is allowed only for loopback "
-                "or insecure registries"
+                f"registry {registry}: plain HTTP is allowed only for registries on loopback "
+                "or named in the agent's insecure registries"
             )
         return http.client.HTTPConnection(netloc, timeout=timeout)
 
@@ -162,6 +176,13 @@ class RegistryClient:
             try:
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
+            except ssl.SSLCertVerificationError as exc:
+                conn.close()
+                raise CertificateError(
+                    f"registry {registry}: TLS certificate of {parts.netloc} not trusted: "
+                    f"{exc.verify_message or exc.reason} (give its CA in the registry's "
+                    "ca_files, or list it as insecure to allow plain HTTP)"
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 raise RegistryError(f"registry {registry}: {method} {url}: {exc}") from None
@@ -188,9 +209,14 @@ class RegistryClient:
         return f"{scheme}://{self._host(registry)}"
 
     def _probe_scheme(self, registry: str) -> str:
+        """HTTPS, unless the registry may use plain HTTP and does not speak TLS at all. A
+        registry that speaks TLS with a certificate we cannot verify is an error, not a
+        reason to fall back."""
         try:
             self._send(registry, "GET", f"https://{self._host(registry)}/v2/", {}).close()
             return "https"
+        except CertificateError:
+            raise
         except RegistryError:
             if not self._plain_allowed(registry):
                 raise
@@ -224,6 +250,10 @@ class RegistryClient:
             if hasattr(body, "seek"):
                 body.seek(0)
             resp = self._send(ref.registry, method, url, sent, body)
+            if resp.status in (401, 403) and resp.status not in ok:
+                detail = _error_detail(resp.read(64 << 10))
+                self._forget(ref.registry)
+                raise RegistryError(self._denied(ref, push, resp.status, detail))
         if resp.status not in ok:
             detail = _error_detail(resp.read(64 << 10))
             raise RegistryError(
@@ -231,6 +261,26 @@ class RegistryClient:
                 f"HTTP {resp.status}{detail}"
             )
         return resp
+
+    def _denied(self, ref: Reference, push: bool, status: int, detail: str) -> str:
+        creds = self.options.credentials.get(ref.registry)
+        verb = "push to" if push else "pull from"
+        if creds is None:
+            return (
+                f"registry {ref.registry}: authentication required to {verb} "
+                f"{ref.repository} and no credentials are configured for {ref.registry} "
+                f"(HTTP {status}{detail})"
+            )
+        return (
+            f"registry {ref.registry}: access denied for user {creds.username!r} "
+            f"to {verb} {ref.repository}: wrong username or password, or no "
+            f"{'push' if push else 'pull'} right (HTTP {status}{detail})"
+        )
+
+    def _forget(self, registry: str) -> None:
+        with self._lock:
+            for key in [k for k in self._tokens if k[0] == registry]:
+                del self._tokens[key]
 
     def _cached_auth(self, registry: str, scope: str) -> str | None:
         with self._lock:
@@ -254,13 +304,15 @@ class RegistryClient:
             raise RegistryError(
                 f"registry {registry}: unsupported authentication challenge {challenge!r}"
             )
-        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        # Ask for what this operation needs (pull, or pull and push) up front, and for
+        # what the challenge names if that is something else.
+        scopes = [scope]
+        if params.get("scope") and params["scope"] != scope:
+            scopes.append(params["scope"])
+        query = [("service", params["service"])] if params.get("service") else []
+        query += [("scope", item) for item in scopes]
         realm = params["realm"]
-        url = (
-            realm
-            + ("&" if "?" in realm else "?")
-            + urllib.parse.urlencode({k: v for k, v in query.items() if v})
-        )
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         headers = {}
         if creds is not None:
             basic = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
@@ -274,6 +326,13 @@ class RegistryClient:
             raise RegistryError(f"registry {registry}: token realm {realm} is not HTTPS")
         resp = self._send(parts.netloc, "GET", url, headers)
         body = resp.read(1 << 20)
+        if resp.status in (401, 403):
+            who = f"user {creds.username!r}" if creds else "anonymous access"
+            raise RegistryError(
+                f"registry {registry}: the token server {parts.netloc} refused {who} "
+                f"(HTTP {resp.status}): wrong username or password"
+                + ("" if creds else f", or no credentials are configured for {registry}")
+            )
         if resp.status != 200:
             raise RegistryError(
                 f"registry {registry}: token server answered "
@@ -323,7 +382,7 @@ class RegistryClient:
             doc = oci.parse_json(body, f"manifest {digest}")
             extra: dict[str, Any] = {}
             if oci.media_type_of(doc, media) in oci.INDEXES:
-                desc = oci.pick_platform(doc, platform)
+                desc = oci.pick_platform(doc, platform, what=str(ref))
                 index_digest = digest
                 digest, body, media = self.fetch_manifest(
                     ref, dg.validate(desc.get("digest"), "index manifests[].digest")
@@ -380,12 +439,25 @@ class RegistryClient:
         if resp.status == 200 and ingest.offset:
             ingest.reset()  # the server ignored the range: start over
         _emit(progress, "pull", digest, "downloading", ingest.offset, total)
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
         try:
             for chunk in resp.chunks():
                 ingest.write(chunk)
+                received += len(chunk)
                 _emit(progress, "pull", digest, "downloading", ingest.offset, total)
         except (OSError, http.client.HTTPException) as exc:
             raise RegistryError(f"blob {digest}: download broke off: {exc}") from None
+        # http.client returns a short body without complaint when the connection closes
+        # early: compare with what the server announced (and the descriptor's size).
+        if (expected is not None and received < expected) or (
+            total is not None and ingest.offset < total
+        ):
+            raise RegistryError(
+                f"blob {digest}: download broke off after {ingest.offset} of "
+                f"{total if total is not None else '?'} bytes"
+            )
 
     # --- push ----------------------------------------------------------------------------
 

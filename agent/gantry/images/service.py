@@ -136,10 +136,15 @@ class ImageService:
         self,
         name: str,
         *,
-        platform: tuple[str, str, str] | None = None,
+        platform: str | oci.Platform | None = None,
         progress: Progress | None = None,
     ) -> ImageRecord:
-        return self.registry.pull(refs.parse(name, "image"), platform=platform, progress=progress)
+        """Pull ``name`` (tagged in the store). From a multi-platform index the host's
+        platform is taken unless ``platform`` (``"linux/arm64"``, ``"linux/arm/v7"`` or a
+        tuple) names another; an index without it raises :class:`NotFound` listing the
+        platforms it has. ``progress`` gets one dict per step (docs/images.md)."""
+        wanted = oci.parse_platform(platform)
+        return self.registry.pull(refs.parse(name, "image"), platform=wanted, progress=progress)
 
     def push(
         self, name: str, *, source: str | None = None, progress: Progress | None = None
@@ -149,17 +154,25 @@ class ImageService:
         image = self.resolve(source or name)
         return self.registry.push(ref, image, progress=progress)
 
-    def load(self, path: Path, *, name: str | None = None) -> list[formats.Imported]:
+    def load(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        platform: str | oci.Platform | None = None,
+    ) -> list[formats.Imported]:
         """Import an archive: OCI layout (dir or tar), docker save archive, or a rootfs
-        tarball (which then needs ``name`` or stays untagged)."""
+        tarball (which then needs ``name`` or stays untagged). Multi-platform images in
+        it give the host's platform, or ``platform``'s."""
         path = Path(path)
+        wanted = oci.parse_platform(platform)
         if not path.exists():
             raise NotFound(f"{path}: no such file or directory")
         kind = formats.sniff_archive(path)
         if kind == "oci":
-            return formats.import_oci_layout(self.store, path, name=name)
+            return formats.import_oci_layout(self.store, path, name=name, platform=wanted)
         if kind == "docker":
-            return formats.import_docker_archive(self.store, path)
+            return formats.import_docker_archive(self.store, path, platform=wanted)
         return [formats.import_rootfs(self.store, path, name=name)]
 
     def import_rootfs(
