@@ -8,7 +8,7 @@ renamed, metadata rewritten atomically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from gantry.images import commit as commit_mod
 from gantry.images import formats, oci
 from gantry.images import reference as refs
-from gantry.images.errors import ImageError, NotFound
+from gantry.images.errors import ImageError, ImageInUse, NotFound
 from gantry.images.imageconfig import ContainerSettings, Merged, merge
 from gantry.images.registry import Progress, RegistryClient, RegistryOptions
 from gantry.images.snapshots import Snapshot, Snapshotter
@@ -121,13 +121,24 @@ class ImageService:
     def untag(self, name: str) -> str:
         return self.store.remove_ref(refs.parse(name, "name").tagged)
 
-    def remove(self, key: str, *, in_use: Iterable[str] = ()) -> ImageRecord:
-        """Remove an image and its tags (``docker rmi``); refused while a container named
-        in ``in_use`` (image ids or manifest digests) uses it. Space returns at :meth:`gc`."""
+    def remove(self, key: str, *, in_use: Iterable[str] | Mapping[str, str] = ()) -> ImageRecord:
+        """Remove an image and its tags (``docker rmi``); refused while a container uses
+        it. ``in_use`` holds the images of existing containers: image ids or manifest
+        digests, or a mapping ``{container name: image id or manifest digest}`` so the
+        refusal (:class:`ImageInUse`) names the containers. Space returns at :meth:`gc`."""
         image = self.resolve(key)
-        used = set(in_use)
-        if image.id in used or image.manifest in used:
-            raise ImageError(f"image {key!r} is used by a container")
+        if isinstance(in_use, Mapping):
+            users = sorted(
+                name for name, used in in_use.items() if used in (image.id, image.manifest)
+            )
+            if users:
+                raise ImageInUse(
+                    f"image {key!r} is used by container{'s' if len(users) > 1 else ''} "
+                    f"{', '.join(users)}",
+                    users,
+                )
+        elif {image.id, image.manifest} & set(in_use):
+            raise ImageInUse(f"image {key!r} is used by a container", [])
         return self.store.remove_image(image.manifest)
 
     # --- moving images -------------------------------------------------------------------
