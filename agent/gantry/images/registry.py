@@ -217,9 +217,12 @@ class RegistryClient:
             return "https"
         except CertificateError:
             raise
-        except RegistryError:
+        except RegistryError as exc:
             if not self._plain_allowed(registry):
-                raise
+                raise RegistryError(
+                    f"{exc}; plain HTTP is allowed only for registries on loopback or named "
+                    "in the agent's insecure registries"
+                ) from None
         return "http"
 
     def request(

@@ -166,7 +166,12 @@ class Registry:
 
 @contextlib.contextmanager
 def docker_registry(
-    directory: Path, *, auth: str = "", tls: Issued | None = None, ca: CA | None = None
+    directory: Path,
+    *,
+    auth: str = "",
+    tls: Issued | None = None,
+    ca: CA | None = None,
+    address: str = "127.0.0.1",
 ) -> Iterator[Registry]:
     """docker-registry on a free loopback port serving ``directory/storage``; ``auth`` is
     YAML for the ``auth:`` section (indented by two spaces); ``tls`` serves HTTPS.
@@ -179,7 +184,7 @@ def docker_registry(
         "log:\n  level: info\n  formatter: text\n"
         f"storage:\n  filesystem:\n    rootdirectory: {directory / 'storage'}\n"
         "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: {address}:{port}\n"
     )
     if tls is not None:
         text += f"  tls:\n    certificate: {tls.cert_path}\n    key: {tls.key_path}\n"
@@ -191,7 +196,7 @@ def docker_registry(
         proc = subprocess.Popen(
             ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
-    registry = Registry(f"127.0.0.1:{port}", directory, log_path, proc)
+    registry = Registry(f"{address}:{port}", directory, log_path, proc)
     try:
         _wait_ready(registry, tls is not None, ca)
         yield registry

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -428,3 +429,32 @@ def test_interrupted_blob_download_resumes_with_range(work: Path) -> None:
         }
         resumed = [e for e in mine if e["status"] == "downloading"]
         assert any(e["current"] == len(big) // 2 for e in resumed)
+
+
+# --- plain HTTP to a registry that is not on loopback ------------------------------------------
+
+
+def test_plain_http_to_a_non_loopback_registry_only_when_insecure(work: Path) -> None:
+    """In a network namespace of its own (a veth gives it 10.231.0.1): refused over plain
+    HTTP until the registry is listed insecure (by host:port, or by host for every port)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip")
+    probe = Path(__file__).with_name("registry_netns_probe.py")
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, str(probe), str(work)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+        cwd=probe.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    host = out["host"]
+    for verb in ("push", "pull"):
+        message = out[f"refused_{verb}"]
+        assert message is not None, f"{verb} over plain HTTP was not refused"
+        assert host in message and "plain HTTP is allowed only" in message
+    assert out["refused_blobs"] == 0
+    assert out["pushed"] == out["pulled"]
+    assert out["requests"] == 1
