@@ -140,18 +140,26 @@ class RegistryClient:
     def _plain_allowed(self, registry: str) -> bool:
         return plain_http_allowed(registry, self.options.insecure)
 
-    def _ssl_context(self, registry: str) -> ssl.SSLContext:
-        ca = self.options.ca_files.get(registry) or self.options.ca_files.get("*")
+    def _ssl_context(self, *names: str) -> ssl.SSLContext:
+        """The system CAs plus the configured CA files of ``names`` (or ``*``)."""
         context = ssl.create_default_context()
-        if ca is not None:
-            context.load_verify_locations(cafile=str(ca))
+        cas = {self.options.ca_files[n] for n in names if n in self.options.ca_files}
+        if not cas and "*" in self.options.ca_files:
+            cas.add(self.options.ca_files["*"])
+        for ca in sorted(cas):
+            try:
+                context.load_verify_locations(cafile=str(ca))
+            except (OSError, ssl.SSLError) as exc:
+                raise RegistryError(f"ca_files: cannot load {ca}: {exc}") from None
         return context
 
-    def _connect(self, scheme: str, netloc: str, registry: str) -> http.client.HTTPConnection:
+    def _connect(
+        self, scheme: str, netloc: str, registry: str, trust: str = ""
+    ) -> http.client.HTTPConnection:
         timeout = self.options.timeout
         if scheme == "https":
             return http.client.HTTPSConnection(
-                netloc, timeout=timeout, context=self._ssl_context(registry)
+                netloc, timeout=timeout, context=self._ssl_context(registry, trust or registry)
             )
         if not self._plain_allowed(registry):
             raise RegistryError(
@@ -167,11 +175,14 @@ class RegistryClient:
         url: str,
         headers: dict[str, str],
         body: Any = None,
+        trust: str = "",
     ) -> _Response:
-        """One request, following redirects (without our credentials to another host)."""
+        """One request, following redirects (without our credentials to another host).
+        HTTPS is verified with ``registry``'s CA files and those of ``trust`` (the
+        registry a token server serves, as Docker trusts it with the registry's CA)."""
         for _hop in range(5):
             parts = urllib.parse.urlsplit(url)
-            conn = self._connect(parts.scheme, parts.netloc, registry)
+            conn = self._connect(parts.scheme, parts.netloc, registry, trust)
             target = parts.path + (f"?{parts.query}" if parts.query else "")
             try:
                 conn.request(method, target, body=body, headers=headers)
@@ -327,7 +338,7 @@ class RegistryClient:
             and parts.netloc not in self.options.insecure
         ):
             raise RegistryError(f"registry {registry}: token realm {realm} is not HTTPS")
-        resp = self._send(parts.netloc, "GET", url, headers)
+        resp = self._send(parts.netloc, "GET", url, headers, trust=registry)
         body = resp.read(1 << 20)
         if resp.status in (401, 403):
             who = f"user {creds.username!r}" if creds else "anonymous access"

@@ -269,9 +269,12 @@ class TokenServer:
     port: int = 0
     _server: http.server.ThreadingHTTPServer | None = None
 
+    tls: Issued | None = None
+    """Serve HTTPS with this certificate."""
+
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/token"
 
     def token(self, subject: str, access: list[dict[str, Any]]) -> str:
         now = int(time.time())
@@ -340,6 +343,10 @@ class TokenServer:
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls.cert_path, self.tls.key_path)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -280,6 +280,39 @@ def test_tls_registry_needs_its_ca(work: Path, tls_registry: tuple[rsup.Registry
     assert everywhere.pull(f"{host}/team/copy:v1").manifest == digest
 
 
+def test_tls_registry_with_an_https_token_realm_trusts_the_registry_ca(work: Path) -> None:
+    """As Docker does, the token server of a registry is verified with that registry's
+    CA files too (here both certificates come from one CA made in the test)."""
+    ca = rsup.make_ca(work / "pki", "site CA")
+    server = rsup.issue(ca, work / "pki", "registry", ips=("127.0.0.1",))
+    token_cert = rsup.issue(ca, work / "pki", "token-server", ips=("127.0.0.1",))
+    signer = rsup.issue(ca, work / "pki", "token-signer")
+    tokens = rsup.TokenServer(
+        signer, ISSUER, SERVICE, {"alice": ("alice-pw", {"team/app": {"pull", "push"}})},
+        tls=token_cert,
+    )  # fmt: skip
+    with (
+        tokens.serve(),
+        rsup.docker_registry(
+            work / "registry", auth=rsup.token_auth_yaml(tokens, ca.path), tls=server, ca=ca
+        ) as registry,
+    ):
+        host = registry.host
+        assert tokens.realm.startswith("https://")
+        options = RegistryOptions(
+            credentials={host: Credentials("alice", "alice-pw")}, ca_files={host: ca.path}
+        )
+        service = ImageService(work / "store", options)
+        (loaded,) = service.load(
+            _layout(work, "layout", {"hello": b"tls+token\n"}), name=f"{host}/team/app"
+        )
+        assert service.push(f"{host}/team/app:v1") == loaded.image.manifest
+        fresh = ImageService(work / "fresh", options)
+        image = fresh.pull(f"{host}/team/app:v1")
+        assert _layer_file(fresh, image, "hello") == b"tls+token\n"
+        assert all(r["ok"] and r["user"] == "alice" for r in tokens.requests)
+
+
 # --- multi-platform images -------------------------------------------------------------------
 
 
