@@ -191,8 +191,8 @@ class RegistryClient:
                 conn.close()
                 raise CertificateError(
                     f"registry {registry}: TLS certificate of {parts.netloc} not trusted: "
-                    f"{exc.verify_message or exc.reason} (give its CA in the registry's "
-                    "ca_files, or list it as insecure to allow plain HTTP)"
+                    f"{exc.verify_message or exc.reason} (give the CA that signed it in "
+                    f"ca_files for {registry})"
                 ) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
@@ -307,7 +307,8 @@ class RegistryClient:
         if scheme.lower() == "basic":
             if creds is None:
                 raise RegistryError(
-                    f"registry {registry}: authentication required (no credentials configured)"
+                    f"registry {registry}: authentication required (HTTP Basic) and no "
+                    f"credentials are configured for {registry}"
                 )
             token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             auth = f"Basic {token}"
