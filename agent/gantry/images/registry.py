@@ -407,8 +407,9 @@ class RegistryClient:
                 extra = {"index": index_digest, "blobs": [index_digest]}
 
             def fetch(desc: dict[str, Any]) -> None:
+                # Leased before the download starts: gc keeps its partial ingest.
+                lease.add(dg.validate(desc.get("digest"), "descriptor digest"))
                 self.fetch_blob(ref, desc, progress=progress)
-                lease.add(str(desc["digest"]))
 
             image = oci.register_manifest(
                 self.store, digest, fetch=fetch, extra=extra | {"source": str(ref)}

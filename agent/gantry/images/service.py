@@ -8,6 +8,7 @@ renamed, metadata rewritten atomically.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from gantry.images import formats, oci
 from gantry.images import reference as refs
 from gantry.images.errors import ImageError, ImageInUse, NotFound
 from gantry.images.imageconfig import ContainerSettings, Merged, merge
-from gantry.images.registry import Progress, RegistryClient, RegistryOptions
+from gantry.images.registry import Credentials, Progress, RegistryClient, RegistryOptions
 from gantry.images.snapshots import Snapshot, Snapshotter
 from gantry.images.store import ContentStore, GCResult, ImageRecord
 
@@ -149,21 +150,50 @@ class ImageService:
         *,
         platform: str | oci.Platform | None = None,
         progress: Progress | None = None,
+        credentials: Credentials | None = None,
     ) -> ImageRecord:
         """Pull ``name`` (tagged in the store). From a multi-platform index the host's
         platform is taken unless ``platform`` (``"linux/arm64"``, ``"linux/arm/v7"`` or a
         tuple) names another; an index without it raises :class:`NotFound` listing the
-        platforms it has. ``progress`` gets one dict per step (docs/images.md)."""
+        platforms it has. ``progress`` gets one dict per step (docs/images.md).
+        ``credentials`` are used for this pull instead of the configured ones."""
         wanted = oci.parse_platform(platform)
-        return self.registry.pull(refs.parse(name, "image"), platform=wanted, progress=progress)
+        ref = refs.parse(name, "image")
+        client = self._client_for(ref.registry, credentials)
+        return client.pull(ref, platform=wanted, progress=progress)
+
+    def _client_for(self, registry: str, credentials: Credentials | None) -> RegistryClient:
+        """The shared client, or one for a single operation with its own credentials
+        (its tokens are its own; blobs still go through the one store, fetched once)."""
+        if credentials is None:
+            return self.registry
+        if (
+            not isinstance(credentials, Credentials)
+            or not isinstance(credentials.username, str)
+            or not isinstance(credentials.password, str)
+            or not credentials.username
+        ):
+            raise ImageError("credentials: need a username and a password (strings)")
+        options = dataclasses.replace(
+            self.registry.options,
+            credentials={**self.registry.options.credentials, registry: credentials},
+        )
+        return RegistryClient(self.store, options)
 
     def push(
-        self, name: str, *, source: str | None = None, progress: Progress | None = None
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        progress: Progress | None = None,
+        credentials: Credentials | None = None,
     ) -> str:
-        """Push the image ``source`` (default: ``name`` itself) as ``name``."""
+        """Push the image ``source`` (default: ``name`` itself) as ``name``; returns the
+        manifest digest. ``credentials`` are used for this push instead of the
+        configured ones."""
         ref = refs.parse(name, "image")
         image = self.resolve(source or name)
-        return self.registry.push(ref, image, progress=progress)
+        return self._client_for(ref.registry, credentials).push(ref, image, progress=progress)
 
     def load(
         self,
@@ -273,4 +303,12 @@ class ImageService:
         return self.store.gc(extra_roots)
 
 
-__all__ = ["ContainerSettings", "ImageService", "ImageSummary", "Merged", "oci"]
+__all__ = [
+    "ContainerSettings",
+    "Credentials",
+    "ImageService",
+    "ImageSummary",
+    "Merged",
+    "RegistryOptions",
+    "oci",
+]

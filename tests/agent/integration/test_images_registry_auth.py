@@ -106,6 +106,16 @@ def test_basic_auth_pull_and_push(work: Path, basic_registry: rsup.Registry) -> 
     )  # fmt: skip
     assert inspected["Digest"] == digest == image.manifest
 
+    # Credentials given for one operation (as the agent's API takes them) instead of the
+    # configured ones.
+    unconfigured = ImageService(work / "unconfigured")
+    again = unconfigured.pull(
+        f"{host}/team/copy:v2", credentials=Credentials("alice", "s3cret-Alice")
+    )
+    assert again.manifest == digest
+    with pytest.raises(RegistryError, match="no credentials"):
+        unconfigured.pull(f"{host}/team/app:v1")  # not kept for later operations
+
 
 def test_basic_auth_wrong_password_names_the_registry_and_writes_nothing(
     work: Path, basic_registry: rsup.Registry
