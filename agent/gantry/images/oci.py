@@ -144,7 +144,9 @@ def pick_platform(
             str(d["platform"].get("variant", "") or ""),
         )
         for d in manifests
-        if isinstance(d, dict) and isinstance(d.get("platform"), dict)
+        if isinstance(d, dict)
+        and isinstance(d.get("platform"), dict)
+        and d["platform"].get("os") != "unknown"  # BuildKit's attestation manifests
     )
     raise NotFound(
         f"{what}: no image for platform {platform_string(os_name, arch, variant)} "

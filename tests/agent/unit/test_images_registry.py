@@ -86,8 +86,10 @@ def test_arm64_without_a_variant_is_v8() -> None:
 
 
 def test_missing_platform_lists_what_the_index_has() -> None:
+    attestation = _desc("unknown", os_name="unknown")  # BuildKit's, not an image
+    index = {"manifests": [*INDEX["manifests"], attestation]}
     with pytest.raises(NotFound) as caught:
-        oci.pick_platform(INDEX, ("linux", "riscv64", ""), what="example.com/app:1")
+        oci.pick_platform(index, ("linux", "riscv64", ""), what="example.com/app:1")
     assert str(caught.value) == (
         "example.com/app:1: no image for platform linux/riscv64 (the index has: "
         "linux/amd64, linux/arm/v6, linux/arm/v7, linux/arm64/v8, windows/amd64)"
