@@ -70,8 +70,11 @@ def plain_http_allowed(registry: str, insecure: frozenset[str] | set[str]) -> bo
     """Whether ``registry`` (``host[:port]``) may be spoken to over plain HTTP: only a
     loopback registry (as Docker allows) or one named in ``insecure`` (by ``host:port``,
     or by ``host`` alone for every port)."""
-    if is_loopback(registry):
-        return True
+    return is_loopback(registry) or listed_insecure(registry, insecure)
+
+
+def listed_insecure(registry: str, insecure: frozenset[str] | set[str]) -> bool:
+    """Whether ``registry`` is named in ``insecure`` (as ``host:port`` or ``host``)."""
     host = registry[: registry.index("]") + 1] if registry.startswith("[") else registry
     if not registry.startswith("[") and registry.count(":") == 1:
         host = registry.split(":", 1)[0]
@@ -141,8 +144,13 @@ class RegistryClient:
         return plain_http_allowed(registry, self.options.insecure)
 
     def _ssl_context(self, *names: str) -> ssl.SSLContext:
-        """The system CAs plus the configured CA files of ``names`` (or ``*``)."""
+        """The system CAs plus the configured CA files of ``names`` (or ``*``). A registry
+        named insecure is not verified at all, as Docker does (loopback ones are)."""
         context = ssl.create_default_context()
+        if any(listed_insecure(name, self.options.insecure) for name in names[:1]):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
         cas = {self.options.ca_files[n] for n in names if n in self.options.ca_files}
         if not cas and "*" in self.options.ca_files:
             cas.add(self.options.ca_files["*"])

@@ -288,6 +288,11 @@ def test_tls_registry_needs_its_ca(work: Path, tls_registry: tuple[rsup.Registry
     # A CA for every registry ("*") works the same.
     everywhere = ImageService(work / "everywhere", RegistryOptions(ca_files={"*": ca.path}))
     assert everywhere.pull(f"{host}/team/copy:v1").manifest == digest
+    # A registry named insecure is spoken to over TLS without verification, as Docker does
+    # (being on loopback alone does not do that).
+    insecure = ImageService(work / "insecure", RegistryOptions(insecure=frozenset({host})))
+    assert insecure.pull(f"{host}/team/copy:v1").manifest == digest
+    assert insecure.registry._base(host).startswith("https://")
 
 
 def test_tls_registry_with_an_https_token_realm_trusts_the_registry_ca(work: Path) -> None:

@@ -5,6 +5,7 @@ load round trips, and ``remove`` refusing images containers use."""
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,21 @@ def test_plain_http_connection_to_a_non_loopback_registry_is_refused(tmp_path: P
     conn = insecure._connect("http", "10.0.0.5:5000", "10.0.0.5:5000")
     assert conn.sock is None  # built, not connected
     conn.close()
+
+
+def test_tls_is_verified_unless_the_registry_is_named_insecure(tmp_path: Path) -> None:
+    options = RegistryOptions(insecure=frozenset({"10.0.0.5"}))
+    client = RegistryClient(ContentStore(tmp_path / "store"), options)
+    assert client._ssl_context("10.0.0.5:5000").verify_mode == ssl.CERT_NONE
+    for verified in ("10.0.0.6:5000", "127.0.0.1:5000", "registry.example.com"):
+        context = client._ssl_context(verified)
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    missing = RegistryClient(
+        ContentStore(tmp_path / "store"),
+        RegistryOptions(ca_files={"r.example.com": tmp_path / "nope.pem"}),
+    )
+    with pytest.raises(RegistryError, match=r"^ca_files: cannot load .*nope\.pem"):
+        missing._ssl_context("r.example.com")
 
 
 # --- multi-platform archives -------------------------------------------------------------
