@@ -595,8 +595,9 @@ def import_rootfs(engine: Engine, path: Path, reference: str) -> dict[str, Any]:
     return {"changed": True, "image": image_json(engine, record)}
 
 
-def save(engine: Engine, references: list[str], fmt: str, out: IO[bytes]) -> None:
-    """Write a docker-save archive or an OCI layout tar of ``references`` to ``out``."""
+def save(engine: Engine, references: list[str], fmt: str) -> IO[bytes]:
+    """A docker-save archive or an OCI layout tar of ``references``: an open file whose
+    name is already gone (closing it frees the space)."""
     if not references:
         raise Invalid("references: name at least one image", "references")
     for index, text in enumerate(references):
@@ -606,8 +607,7 @@ def save(engine: Engine, references: list[str], fmt: str, out: IO[bytes]) -> Non
         target = staging / "image.tar"
         with _field("references"):
             engine.images.save(references, target, format=fmt)
-        with open(target, "rb") as handle:
-            shutil.copyfileobj(handle, out, _CHUNK)
+        return open(target, "rb")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -706,7 +706,7 @@ def commit(
     with engine._container(name) as row:
         if row.spec.get("image") is None:
             raise Conflict(
-                f"container {row.name!r} runs from a rootfs directory, not an image: "
+                f"name: container {row.name!r} runs from a rootfs directory, not an image: "
                 "nothing to commit onto (import its rootfs instead)",
                 "name",
             )
@@ -750,13 +750,17 @@ def _commit_changes(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export(engine: Engine, name: str, out: IO[bytes]) -> None:
-    """The container's root filesystem as a tar (``docker export``)."""
+def export_root(engine: Engine, name: str) -> str:
+    """The container's root directory, mounted (``docker export``'s source)."""
     row = engine.store.get(name)
     if row is None:
         raise NotFound(f"no container named {name!r}", "name")
     ensure_mounted(engine, row)
-    root = rootfs_of(engine, row.spec, row.id)
+    return rootfs_of(engine, row.spec, row.id)
+
+
+def write_tree(root: str, out: IO[bytes]) -> None:
+    """A tar stream of the tree at ``root`` (symlinks kept as links, never followed)."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for entry in sorted(os.listdir(root)):
             tar.add(os.path.join(root, entry), arcname=entry, recursive=True)
