@@ -372,8 +372,8 @@ def discard_snapshot(engine: Engine, container_id: str) -> None:
 
 
 def recover(engine: Engine, live: Iterable[str]) -> None:
-    """Remove snapshots no container owns (a create or remove that crashed half-way), and
-    the image store's staging directory."""
+    """Remove snapshots no container owns (a create or remove that crashed half-way), the
+    image store's staging directory, and blobs no image uses (a crashed pull or commit)."""
     owned = set(live)
     snapshots_dir = engine.images.snapshots.containers
     if snapshots_dir.is_dir():
@@ -388,6 +388,19 @@ def recover(engine: Engine, live: Iterable[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+    # Blobs and layers no image record names (a pull or commit that crashed before it
+    # registered its manifest), and partial downloads: no operation runs yet, so they are
+    # debris. Every image, tagged or not, is a root: nothing a user can see goes.
+    try:
+        roots = [record.manifest for record in engine.images.store.images()]
+        result = engine.images.gc(roots)
+    except (ImageError, OSError) as exc:
+        _log.warning("cleaning the image store: %s", exc)
+        return
+    if result.blobs or result.layers:
+        _log.info(
+            "removed %d blobs and %d layers no image uses", len(result.blobs), len(result.layers)
+        )
 
 
 def images_in_use(engine: Engine) -> dict[str, list[str]]:

@@ -302,8 +302,16 @@ def test_put_pull_policies_recreate_on_a_changed_tag(
     _copy_to_registry(layout, "base", reference)
     spec = {"image": reference, "command": ["sleep", "300"], "env": {"PATH": "/usr/bin:/bin"}}
     body = {"spec": spec, "state": "running", "pull": "always"}
+    # A long verb as an operation: 202 at once, its result the synchronous answer.
+    operation = agent.req(
+        "POST", "/v1/images/pull", query={"async": True}, body={"reference": reference}
+    )
+    assert operation["status"] in ("running", "success")
+    waited = agent.req("GET", f"/v1/operations/{operation['id']}/wait", query={"timeout": 120})
+    assert waited["status"] == "success", waited
+    assert waited["result"]["changed"] is True and waited["result"]["image"]["tags"] == [reference]
     first = agent.req("PUT", "/v1/containers/app", body=body)
-    assert first["actions"] == ["pull", "create", "start"]
+    assert first["actions"] == ["create", "start"]  # pulled already: always found no change
     container = first["container"]
     assert container["state"]["running"] and container["spec"]["env"]["PATH"] == "/usr/bin:/bin"
     assert agent.req("PUT", "/v1/containers/app", body=body)["changed"] is False
@@ -349,6 +357,13 @@ def test_a_crashed_create_leaves_no_snapshot_and_a_stopped_container_mounts_agai
     agent.start()
     assert not orphan.base.exists()
     assert not os.path.ismount(rootfs)
+    # And a pull or commit that crashed before naming its manifest: blobs nothing uses.
+    stray = service.store.put_bytes(b"half of a crashed pull")
+    assert service.store.has_blob(stray)
+    agent.stop()
+    agent.start()
+    assert not service.store.has_blob(stray)
+    assert agent.req("GET", "/v1/images/l:v2")["tags"] == ["l:v2"]
     ok(agent, "start", "later")
     assert agent.req("POST", "/v1/containers/later/wait", body={})["exit_code"] == 0
     logs = b"".join(agent.client.stream("GET", "/v1/containers/later/logs"))
