@@ -103,13 +103,13 @@ def _piped(produce: Callable[[IO[bytes]], None]) -> Iterator[bytes]:
     read_fd, write_fd = os.pipe()
 
     def run() -> None:
-        with os.fdopen(write_fd, "wb") as out:
-            try:
+        try:
+            with os.fdopen(write_fd, "wb") as out:
                 produce(out)
-            except BrokenPipeError:
-                pass  # the client went away
-            except Exception:
-                _log.exception("writing a tar stream")
+        except BrokenPipeError:
+            pass  # the client went away
+        except Exception:
+            _log.exception("writing a tar stream")
 
     thread = threading.Thread(target=run, name="tar-stream", daemon=True)
     thread.start()

@@ -228,7 +228,8 @@ def resolver(service: ImageService) -> Resolver:
 
     def resolve(image: str, spec: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], str]:
         record = find(service, image, f"{prefix}.image", invalid=True)
-        return merge_spec(service, record, spec, prefix), record.id
+        with _field(f"{prefix}.image"):  # a layer that cannot be read, say
+            return merge_spec(service, record, spec, prefix), record.id
 
     return resolve
 
