@@ -430,7 +430,7 @@ def test_bad_input_is_4xx_naming_the_field_and_changes_nothing(
             args["query"] = kwargs["query"]
         error = agent.error(method, path, **args)
         assert (error.status, error.field) == (status, field), (method, path, error.detail)
-        assert field.split(".")[-1].split("[")[0] in error.detail, error.detail
+        assert field.rsplit(".", maxsplit=1)[-1].split("[")[0] in error.detail, error.detail
     assert agent.req("GET", "/v1/images") == images_before
     assert [row["name"] for row in agent.req("GET", "/v1/containers")] == containers_before
     assert list((agent.root / "tmp").iterdir()) == []
