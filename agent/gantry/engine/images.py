@@ -239,8 +239,9 @@ def find(service: ImageService, key: str, field: str, *, invalid: bool = False) 
     try:
         return service.resolve(key)
     except ImageNotFound:
-        error = Invalid if invalid else NotFound
-        raise error(f"{field}: no such image: {key}", field) from None
+        if invalid:
+            raise Invalid(f"{field}: no such image: {key}", field) from None
+        raise NotFound(f"no such image: {key}", field) from None
     except ImageError as exc:
         raise Invalid(f"{field}: {exc}", field) from None
 
@@ -691,6 +692,7 @@ def prune(engine: Engine, *, all_images: bool = False) -> dict[str, Any]:
     referenced. An image a container uses is never removed."""
     service = engine.images
     used = images_in_use(engine)
+    ids = {record.manifest: record.id for record in service.store.images()}
     deleted = []
     if all_images:
         for record in service.store.images():
@@ -700,7 +702,8 @@ def prune(engine: Engine, *, all_images: bool = False) -> dict[str, Any]:
                     deleted.append(record.id)
     with _field(None):
         result = service.gc(used)
-    return {"deleted": sorted(set(deleted) | set(result.images)), "reclaimed": result.bytes_freed}
+    deleted.extend(ids.get(manifest, manifest) for manifest in result.images)
+    return {"deleted": sorted(set(deleted)), "reclaimed": result.bytes_freed}
 
 
 def commit(
