@@ -2,7 +2,9 @@
 
 Settings come from ``/etc/gantry/agent.toml`` (``--config``), and every key is also a
 flag; a flag wins over the file. Keys: ``root``, ``socket``, ``listen``, ``tls_cert``,
-``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``.
+``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``, and the
+``[registries]`` table (``insecure``, ``ca_files``, ``credentials``; flags
+``--insecure-registry HOST:PORT`` and ``--registry-ca HOST:PORT=FILE`` add to it).
 """
 
 from __future__ import annotations
@@ -69,6 +71,20 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--log-level", dest="log_level", choices=LOG_LEVELS, help="log level (default info)"
     )
+    serve.add_argument(
+        "--insecure-registry",
+        dest="insecure_registries",
+        action="append",
+        metavar="HOST:PORT",
+        help="a registry reached over plain HTTP (loopback ones always are); repeatable",
+    )
+    serve.add_argument(
+        "--registry-ca",
+        dest="registry_cas",
+        action="append",
+        metavar="HOST:PORT=FILE",
+        help="a CA bundle (PEM) for one registry's TLS; repeatable",
+    )
     serve.set_defaults(handler=_serve)
     token = verbs.add_parser(
         "token", help="make a bearer token and append its hash to a token file"
@@ -99,6 +115,11 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path}: not valid TOML: {exc}") from None
         for key, value in data.items():
+            if key == "registries":
+                if not isinstance(value, dict):
+                    raise SettingsError(f"{path}: [registries] must be a table")
+                settings["registries"] = value
+                continue
             if key not in PATH_KEYS + STRING_KEYS:
                 raise SettingsError(
                     f"{path}: unknown key {key!r} (known: {', '.join(PATH_KEYS + STRING_KEYS)})"
@@ -110,6 +131,7 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    _registry_flags(settings, args)
     if settings["log_level"] not in LOG_LEVELS:
         raise SettingsError(
             f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {settings['log_level']!r}"
@@ -120,10 +142,31 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _registry_flags(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--insecure-registry`` and ``--registry-ca`` added to the ``[registries]`` table."""
+    insecure = getattr(args, "insecure_registries", None) or []
+    cas = getattr(args, "registry_cas", None) or []
+    if not insecure and not cas:
+        return
+    table = dict(settings.get("registries") or {})
+    if insecure:
+        table["insecure"] = [*table.get("insecure", []), *insecure]
+    if cas:
+        files = dict(table.get("ca_files", {}))
+        for text in cas:
+            host, sep, file = text.partition("=")
+            if not sep or not host or not file:
+                raise SettingsError(f"registry-ca: want HOST:PORT=FILE, got {text!r}")
+            files[host] = str(Path(file).absolute())
+        table["ca_files"] = files
+    settings["registries"] = table
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gantry.api.auth import TokenFileError
     from gantry.api.server import ServeError, ServerSettings, serve
     from gantry.engine import EngineError
+    from gantry.engine.images import RegistrySettingsError
 
     try:
         settings = load_settings(args)
@@ -139,7 +182,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     try:
         return serve(ServerSettings(**settings))
-    except (ServeError, TokenFileError) as exc:
+    except (ServeError, TokenFileError, RegistrySettingsError) as exc:
         print(f"gantry agent serve: {exc}", file=sys.stderr)
         return 2
     except EngineError as exc:

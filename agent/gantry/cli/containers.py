@@ -61,6 +61,12 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sysctl", action="append", default=[], metavar="K=V")
     parser.add_argument("--init", action="store_true")
     parser.add_argument("-t", "--tty", action="store_true")
+    parser.add_argument(
+        "--pull",
+        choices=("missing", "always", "never"),
+        default="missing",
+        help="pull the image before creating: missing (default), always, never",
+    )
     parser.add_argument("image_and_command", nargs=argparse.REMAINDER, metavar="[IMAGE] COMMAND")
 
 
@@ -167,7 +173,7 @@ def _create(
     args: argparse.Namespace, client: AgentClient, *, start: bool = False
 ) -> dict[str, Any]:
     name = args.name or _generated_name()
-    body = {"name": name, "spec": _build_spec(args), "start": start}
+    body = {"name": name, "spec": _build_spec(args), "start": start, "pull": args.pull}
     result: dict[str, Any] = client.request("POST", "/v1/containers", body=body)
     return result
 

@@ -52,6 +52,7 @@ IN_PLACE_FIELDS: Final = frozenset(
 
 SPEC_FIELDS: Final = (
     "image",
+    "image_id",
     "rootfs",
     "entrypoint",
     "command",
@@ -455,33 +456,45 @@ def normalise(
     name: str,
     prefix: str = "spec",
     rootfs_check: Callable[[str], bool] | None = None,
+    image_resolver: Callable[[str, Mapping[str, Any], str], tuple[Mapping[str, Any], str]]
+    | None = None,
 ) -> dict[str, Any]:
     """The canonical form of a container spec; :class:`Invalid` naming the field otherwise.
 
     ``rootfs_check`` decides whether a rootfs path is usable (default: it is a directory).
+    ``image_resolver(image, raw_spec, prefix)`` answers the raw spec with the image's
+    config merged in and the image's id (``gantry.engine.images.resolver``).
     """
     spec = _object(raw, prefix, SPEC_FIELDS)
     out: dict[str, Any] = {}
     image = spec.get("image")
     rootfs = spec.get("rootfs")
     if image is not None:
+        # The image's config merged in (Docker's rules); "image_id" on input is ignored.
         _str(image, f"{prefix}.image")
-        raise Invalid(
-            f"{prefix}.image: images are not available on this agent yet: give {prefix}.rootfs, "
-            "a directory holding the root filesystem",
-            f"{prefix}.image",
-        )
-    if rootfs is None:
-        raise Invalid(
-            f"{prefix}.rootfs: is required (or, once images are available, {prefix}.image)",
-            f"{prefix}.rootfs",
-        )
-    rootfs_path = _absolute(rootfs, f"{prefix}.rootfs")
-    check = rootfs_check or (lambda path: Path(path).is_dir())
-    if not check(rootfs_path):
-        raise Invalid(f"{prefix}.rootfs: {rootfs_path} is not a directory", f"{prefix}.rootfs")
-    out["image"] = None
-    out["rootfs"] = rootfs_path
+        if rootfs is not None:
+            raise Invalid(
+                f"{prefix}.image: give {prefix}.image or {prefix}.rootfs, not both",
+                f"{prefix}.image",
+            )
+        if image_resolver is None:
+            raise Invalid(f"{prefix}.image: images are not available here", f"{prefix}.image")
+        merged, image_id = image_resolver(image, spec, prefix)
+        spec = dict(merged)
+        out["image"] = image
+        out["image_id"] = image_id
+        out["rootfs"] = None
+        rootfs_path = ""
+    else:
+        if rootfs is None:
+            raise Invalid(f"{prefix}.rootfs: is required (or {prefix}.image)", f"{prefix}.rootfs")
+        rootfs_path = _absolute(rootfs, f"{prefix}.rootfs")
+        check = rootfs_check or (lambda path: Path(path).is_dir())
+        if not check(rootfs_path):
+            raise Invalid(f"{prefix}.rootfs: {rootfs_path} is not a directory", f"{prefix}.rootfs")
+        out["image"] = None
+        out["image_id"] = None
+        out["rootfs"] = rootfs_path
     out["entrypoint"] = _argv(spec.get("entrypoint"), f"{prefix}.entrypoint")
     out["command"] = _argv(spec.get("command"), f"{prefix}.command")
     if not out["entrypoint"] and not out["command"]:
@@ -523,3 +536,10 @@ def normalise(
     out["ports"] = []
     out["sysctls"] = _sysctls(spec.get("sysctls"), f"{prefix}.sysctls", out["network"]["mode"])
     return out
+
+
+# Public names for the image merge (gantry.engine.images) that validates like this module.
+argv = _argv
+str_map = _str_map
+absolute = _absolute
+text = _str
