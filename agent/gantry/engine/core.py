@@ -28,13 +28,13 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from gantry.engine import bundle as bundles
-from gantry.engine import execs, sessions
+from gantry.engine import execs, networking, sessions
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine.events import EventLog
@@ -43,6 +43,7 @@ from gantry.engine.monitor import ExitMonitor
 from gantry.engine.operations import Operations
 from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
+from gantry.network import NetworkConfig
 from gantry.runtime import state as st
 from gantry.runtime import supervisor, tini
 from gantry.runtime.cgroups import CgroupError, layout, open_cgroup
@@ -72,7 +73,13 @@ _STEP_FIELDS: Final = {
 
 
 class Engine:
-    def __init__(self, root: Path, *, cgroup_parent: str = "/gantry") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        cgroup_parent: str = "/gantry",
+        network: NetworkConfig | None = None,
+    ) -> None:
         self.root = root
         self.cgroup_parent = cgroup_parent
         self.containers_dir = root / "containers"
@@ -101,6 +108,9 @@ class Engine:
         self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
         self.monitor = ExitMonitor(self._on_exit)
         self.operations = Operations()
+        self.net = networking.Networking(
+            network or networking.config_from_settings(None, root), self._peer_network
+        )
         self.recover()
 
     def close(self) -> None:
@@ -184,6 +194,7 @@ class Engine:
         re-adopt running containers, record exits that happened meanwhile, apply restart
         policies, and remove what a crash left half-done."""
         rows = {row.id: row for row in self.store.containers()}
+        self._network_recover(rows.values())
         for entry in list(self.containers_dir.iterdir()):
             if entry.name not in rows:  # staged by a create that never committed
                 _log.info("removing the bundle %s: no container owns it", entry)
@@ -335,6 +346,7 @@ class Engine:
         return record
 
     def _delete_runtime(self, runtime: supervisor.Container) -> None:
+        self._network_down(runtime.id)
         try:
             with supervisor.locked(self.runtime_root, runtime.id) as fresh:
                 supervisor.delete(fresh, force=True)
@@ -342,6 +354,34 @@ class Engine:
             pass
         except (supervisor.RuntimeError_, CgroupError, OSError) as exc:
             _log.warning("container %s: cleaning up its runtime state: %s", runtime.id, exc)
+
+    # --- network (see gantry.engine.networking) ---------------------------------------------
+
+    def _network_up(self, row: ContainerRow, pid: int) -> None:
+        """Attach a created, not yet started container; on failure delete it again."""
+        try:
+            self.net.up(row.id, row.name, row.spec, pid, self.bundle_dir(row))
+        except BaseException:
+            self._delete_runtime_id(row.id)
+            raise
+
+    def _network_down(self, container_id: str) -> None:
+        self.net.down(container_id)
+
+    def _network_recover(self, rows: Iterable[ContainerRow]) -> None:
+        live = set()
+        for row in rows:
+            runtime = self._runtime(row)
+            if runtime is not None and runtime.status in RUNNING_STATES:
+                live.add(row.id)
+        self.net.recover(live)
+
+    def _peer_network(self, name: str) -> tuple[str, bool] | None:
+        row = self.store.get(name)
+        if row is None:
+            return None
+        runtime = self._runtime(row)
+        return row.id, runtime is not None and runtime.status in RUNNING_STATES
 
     # --- health -------------------------------------------------------------------------------
 
@@ -383,6 +423,7 @@ class Engine:
             )
         container_id = uuid.uuid4().hex
         config = bundles.config_for(spec, container_id, self.cgroup_parent)
+        self.net.configure(config, spec, self.containers_dir / container_id)
         try:
             runtime_spec = bundles.spec_from_data(config)
             tini.init_binary(runtime_spec)
@@ -397,6 +438,7 @@ class Engine:
         try:
             st.write_atomic(staged / bundles.CONFIG_FILE, json.dumps(config, indent=2), mode=0o600)
             (staged / bundles.LOG_FILE).touch(mode=0o600)
+            self.net.prepare_files(staged, spec)
             row = ContainerRow(
                 id=container_id,
                 name=name,
@@ -455,6 +497,7 @@ class Engine:
         finally:
             os.close(null)
             os.close(log)
+        self._network_up(row, recorded.pid)
         try:
             with supervisor.locked(self.runtime_root, row.id) as runtime:
                 supervisor.start(runtime)
@@ -781,6 +824,7 @@ class Engine:
     def _update_locked(self, row: ContainerRow, desired: dict[str, Any]) -> None:
         changed_resources = row.spec["resources"] != desired["resources"]
         config = bundles.config_for(desired, row.id, self.cgroup_parent)
+        self.net.configure(config, desired, self.bundle_dir(row))
         if changed_resources:
             runtime = self._runtime(row)
             if runtime is not None and runtime.status in RUNNING_STATES:
@@ -855,6 +899,7 @@ class Engine:
                 "log": str(directory / bundles.LOG_FILE),
             },
             "cgroup": cgroup,
+            "network_settings": self.net.settings(row.id),
         }
 
     def list(
