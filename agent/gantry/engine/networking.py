@@ -89,7 +89,12 @@ def config_from_settings(table: Mapping[str, Any] | None, root: Path) -> Network
     for key in table:
         if key not in SETTINGS_KEYS:
             raise ValueError(f"network.{key}: unknown key (known: {', '.join(SETTINGS_KEYS)})")
-    out: dict[str, Any] = {"root": root, "default_network": DEFAULT_NETWORK}
+    out: dict[str, Any] = {
+        "root": root,
+        "default_network": DEFAULT_NETWORK,
+        "plugin_dirs": (Path("/usr/lib/cni"),),
+        "config_dirs": (Path("/etc/cni/net.d"),),
+    }
     for key, attr in (
         ("default_subnet", "default_subnet"),
         ("default_bridge", "default_bridge"),
