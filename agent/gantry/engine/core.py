@@ -472,6 +472,7 @@ class Engine:
             self._delete_runtime(leftover)
         directory = self.bundle_dir(row)
         spec = bundles.spec_for(directory)
+        self.net.check_peer(row.spec)  # container:<name> joins a running peer (else 409)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         log = os.open(
             directory / bundles.LOG_FILE,

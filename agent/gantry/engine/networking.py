@@ -442,6 +442,12 @@ class Networking:
             )
         return found
 
+    def check_peer(self, spec: Mapping[str, Any]) -> None:
+        """Before the runtime creates a ``container:<name>`` container: the peer runs."""
+        mode = _mode(spec)
+        if mode.startswith("container:"):
+            self._resolve_peer(mode.partition(":")[2], need_running=True)
+
     def up(
         self, container_id: str, name: str, spec: Mapping[str, Any], pid: int, bundle: Path
     ) -> None:
