@@ -29,6 +29,7 @@ from gantry import __version__
 from gantry.api import schemas
 from gantry.api.images import images_router
 from gantry.api.metrics import render_metrics
+from gantry.api.networks import networks_router
 from gantry.engine import Conflict, Engine, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine import files as container_files
 from gantry.engine.info import host_info
@@ -580,6 +581,7 @@ def create_app(engine: Engine | Callable[[], Engine], *, close_engine: bool = Tr
 
     app.include_router(_containers_router(the_engine))
     app.include_router(images_router(the_engine))
+    app.include_router(networks_router(the_engine))
     return app
 
 

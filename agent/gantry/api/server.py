@@ -28,6 +28,7 @@ from gantry.api.app import create_app
 from gantry.api.auth import PeerCertProtocol, RequireAuth, load_token_hashes, server_context
 from gantry.engine import Engine
 from gantry.engine.images import registry_options
+from gantry.engine.networking import config_from_settings
 
 __all__ = ["ServeError", "ServerSettings", "bind_tcp", "bind_unix", "serve"]
 
@@ -54,6 +55,7 @@ class ServerSettings:
     log_level: str = "info"
     registries: Mapping[str, Any] | None = None
     """The ``[registries]`` table of agent.toml (gantry.engine.images.registry_options)."""
+    network: Mapping[str, Any] | None = None
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -147,6 +149,10 @@ class _Server(uvicorn.Server):
 def serve(settings: ServerSettings) -> int:
     """Run the agent until SIGTERM or SIGINT; the exit status."""
     check_tcp_settings(settings)
+    try:
+        network = config_from_settings(settings.network, settings.root)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
     token_hashes: tuple[str, ...] = ()
     context = None
     if settings.listen is not None:
@@ -166,6 +172,7 @@ def serve(settings: ServerSettings) -> int:
             settings.root,
             cgroup_parent=settings.cgroup_parent,
             registries=registry_options(settings.registries),
+            network=network,
         )
     except BaseException:
         unix_sock.close()

@@ -4,7 +4,10 @@ Settings come from ``/etc/gantry/agent.toml`` (``--config``), and every key is a
 flag; a flag wins over the file. Keys: ``root``, ``socket``, ``listen``, ``tls_cert``,
 ``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``, and the
 ``[registries]`` table (``insecure``, ``ca_files``, ``credentials``; flags
-``--insecure-registry HOST:PORT`` and ``--registry-ca HOST:PORT=FILE`` add to it).
+``--insecure-registry HOST:PORT`` and ``--registry-ca HOST:PORT=FILE`` add to it), and the
+``[network]`` table (``default_subnet``, ``default_bridge``, ``cni_plugin_dirs``,
+``cni_config_dir``, ``nft_table``, ``subnet_pool``; flags ``--network-default-subnet`` …,
+``--cni-plugin-dir`` repeatable).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT=FILE",
         help="a CA bundle (PEM) for one registry's TLS; repeatable",
     )
+    _network_flags(serve)
     serve.set_defaults(handler=_serve)
     token = verbs.add_parser(
         "token", help="make a bearer token and append its hash to a token file"
@@ -96,6 +100,39 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=lambda _args: _usage(parser))
 
 
+NETWORK_FLAGS: Final = {
+    "default_subnet": ("--network-default-subnet", "subnet of the default network (10.88.0.0/16)"),
+    "default_bridge": ("--network-default-bridge", "bridge of the default network (gantry0)"),
+    "nft_table": ("--network-nft-table", "Gantry's nftables table, inet family (gantry)"),
+    "subnet_pool": ("--network-subnet-pool", "where new networks' /24s come from (10.90.0.0/15)"),
+    "cni_config_dir": ("--cni-config-dir", "CNI configuration directory (/etc/cni/net.d)"),
+}
+
+
+def _network_flags(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("network ([network] in the config file)")
+    for key, (flag, text) in NETWORK_FLAGS.items():
+        group.add_argument(flag, dest=f"network_{key}", metavar="VALUE", help=text)
+    group.add_argument(
+        "--cni-plugin-dir",
+        dest="network_cni_plugin_dirs",
+        action="append",
+        metavar="DIR",
+        help="where CNI plugins are (repeatable; default /usr/lib/cni)",
+    )
+
+
+def _network_settings(table: Any, args: argparse.Namespace, path: Path | None) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{path}: network must be a table ([network]), got {table!r}")
+    out = dict(table)
+    for key in (*NETWORK_FLAGS, "cni_plugin_dirs"):
+        value = getattr(args, f"network_{key}", None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
@@ -104,6 +141,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def load_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML file, then the flags."""
     settings: dict[str, Any] = dict(DEFAULTS)
+    network: Any = {}
     path: Path | None = args.config
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
@@ -114,6 +152,7 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+        network = data.pop("network", {})
         for key, value in data.items():
             if key == "registries":
                 if not isinstance(value, dict):
@@ -139,6 +178,7 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
     for key in PATH_KEYS:
         if settings.get(key) is not None:
             settings[key] = Path(settings[key]).absolute()
+    settings["network"] = _network_settings(network, args, path)
     return settings
 
 

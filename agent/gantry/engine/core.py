@@ -28,13 +28,13 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from gantry.engine import bundle as bundles
-from gantry.engine import execs, sessions
+from gantry.engine import execs, networking, sessions
 from gantry.engine import images as engine_images
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
@@ -46,6 +46,7 @@ from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
 from gantry.images.registry import RegistryOptions
 from gantry.images.service import ImageService
+from gantry.network import NetworkConfig
 from gantry.runtime import state as st
 from gantry.runtime import supervisor, tini
 from gantry.runtime.cgroups import CgroupError, layout, open_cgroup
@@ -81,6 +82,7 @@ class Engine:
         *,
         cgroup_parent: str = "/gantry",
         registries: RegistryOptions | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.root = root
         self.cgroup_parent = cgroup_parent
@@ -111,6 +113,9 @@ class Engine:
         self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
         self.monitor = ExitMonitor(self._on_exit)
         self.operations = Operations()
+        self.net = networking.Networking(
+            network or networking.config_from_settings(None, root), self._peer_network
+        )
         self.recover()
 
     def close(self) -> None:
@@ -194,6 +199,7 @@ class Engine:
         re-adopt running containers, record exits that happened meanwhile, apply restart
         policies, and remove what a crash left half-done."""
         rows = {row.id: row for row in self.store.containers()}
+        self._network_recover(rows.values())
         for entry in list(self.containers_dir.iterdir()):
             if entry.name not in rows:  # staged by a create that never committed
                 _log.info("removing the bundle %s: no container owns it", entry)
@@ -346,6 +352,7 @@ class Engine:
         return record
 
     def _delete_runtime(self, runtime: supervisor.Container) -> None:
+        self._network_down(runtime.id)
         try:
             with supervisor.locked(self.runtime_root, runtime.id) as fresh:
                 supervisor.delete(fresh, force=True)
@@ -353,6 +360,34 @@ class Engine:
             pass
         except (supervisor.RuntimeError_, CgroupError, OSError) as exc:
             _log.warning("container %s: cleaning up its runtime state: %s", runtime.id, exc)
+
+    # --- network (see gantry.engine.networking) ---------------------------------------------
+
+    def _network_up(self, row: ContainerRow, pid: int) -> None:
+        """Attach a created, not yet started container; on failure delete it again."""
+        try:
+            self.net.up(row.id, row.name, row.spec, pid, self.bundle_dir(row))
+        except BaseException:
+            self._delete_runtime_id(row.id)
+            raise
+
+    def _network_down(self, container_id: str) -> None:
+        self.net.down(container_id)
+
+    def _network_recover(self, rows: Iterable[ContainerRow]) -> None:
+        live = set()
+        for row in rows:
+            runtime = self._runtime(row)
+            if runtime is not None and runtime.status in RUNNING_STATES:
+                live.add(row.id)
+        self.net.recover(live)
+
+    def _peer_network(self, name: str) -> tuple[str, bool] | None:
+        row = self.store.get(name)
+        if row is None:
+            return None
+        runtime = self._runtime(row)
+        return row.id, runtime is not None and runtime.status in RUNNING_STATES
 
     # --- health -------------------------------------------------------------------------------
 
@@ -396,6 +431,7 @@ class Engine:
         config = bundles.config_for(
             engine_images.with_rootfs(self, spec, container_id), container_id, self.cgroup_parent
         )
+        self.net.configure(config, spec, self.containers_dir / container_id)
         try:
             runtime_spec = bundles.spec_from_data(config)
             tini.init_binary(runtime_spec)
@@ -411,6 +447,7 @@ class Engine:
             engine_images.prepare_snapshot(self, container_id, spec)
             st.write_atomic(staged / bundles.CONFIG_FILE, json.dumps(config, indent=2), mode=0o600)
             (staged / bundles.LOG_FILE).touch(mode=0o600)
+            self.net.prepare_files(staged, spec)
             row = ContainerRow(
                 id=container_id,
                 name=name,
@@ -446,6 +483,7 @@ class Engine:
         directory = self.bundle_dir(row)
         engine_images.ensure_mounted(self, row)
         spec = bundles.spec_for(directory)
+        self.net.check_peer(row.spec)  # container:<name> joins a running peer (else 409)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         log = os.open(
             directory / bundles.LOG_FILE,
@@ -471,6 +509,7 @@ class Engine:
         finally:
             os.close(null)
             os.close(log)
+        self._network_up(row, recorded.pid)
         try:
             with supervisor.locked(self.runtime_root, row.id) as runtime:
                 supervisor.start(runtime)
@@ -821,6 +860,7 @@ class Engine:
         config = bundles.config_for(
             engine_images.with_rootfs(self, desired, row.id), row.id, self.cgroup_parent
         )
+        self.net.configure(config, desired, self.bundle_dir(row))
         if changed_resources:
             runtime = self._runtime(row)
             if runtime is not None and runtime.status in RUNNING_STATES:
@@ -896,6 +936,7 @@ class Engine:
                 "log": str(directory / bundles.LOG_FILE),
             },
             "cgroup": cgroup,
+            "network_settings": self.net.settings(row.id),
         }
 
     def list(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from gantry.engine import networking
 from gantry.engine.errors import Invalid
 from gantry.linux import fs
 from gantry.runtime import users
@@ -74,6 +75,7 @@ SPEC_FIELDS: Final = (
     "tty",
     "network",
     "ports",
+    "dns",
     "sysctls",
 )
 
@@ -389,20 +391,6 @@ def _healthcheck(value: Any, field: str) -> dict[str, Any] | None:
     }
 
 
-def _network(value: Any, field: str) -> dict[str, Any]:
-    raw = _object(value, field, ("mode",))
-    mode = raw.get("mode", "none")
-    if mode not in ("none", "host"):
-        if isinstance(mode, str) and mode:
-            raise Invalid(
-                f"{field}.mode: {mode!r} needs container networking, which is not available on "
-                "this agent yet; use 'none' or 'host'",
-                f"{field}.mode",
-            )
-        raise Invalid(f"{field}.mode: must be 'none' or 'host', got {mode!r}", f"{field}.mode")
-    return {"mode": mode}
-
-
 def _sysctls(value: Any, field: str, network_mode: str) -> dict[str, str]:
     out = _str_map(value, field)
     for key in out:
@@ -414,9 +402,12 @@ def _sysctls(value: Any, field: str, network_mode: str) -> dict[str, str]:
                 f"{field}.{key}: not a namespaced sysctl; a container cannot set it",
                 f"{field}.{key}",
             )
-        if key.startswith("net.") and network_mode == "host":
+        if key.startswith("net.") and (
+            network_mode == "host" or network_mode.startswith("container:")
+        ):
             raise Invalid(
-                f"{field}.{key}: net.* sysctls need a private network (network.mode none)",
+                f"{field}.{key}: net.* sysctls need a network namespace of the container's "
+                "own (network.mode bridge or none)",
                 f"{field}.{key}",
             )
     return out
@@ -527,13 +518,11 @@ def normalise(
     out["tty"] = _bool(spec.get("tty", False), f"{prefix}.tty")
     if out["tty"]:
         raise _not_yet(f"{prefix}.tty", "terminals are")
-    out["network"] = _network(spec.get("network"), f"{prefix}.network")
-    ports = spec.get("ports")
-    if ports is not None and not isinstance(ports, list):
-        raise _type_error(f"{prefix}.ports", "a list", ports)
-    if ports:
-        raise _not_yet(f"{prefix}.ports", "publishing ports needs container networking, which is")
-    out["ports"] = []
+    out["network"] = networking.normalise_network(spec.get("network"), f"{prefix}.network")
+    out["ports"] = networking.normalise_ports(
+        spec.get("ports"), f"{prefix}.ports", out["network"]["mode"]
+    )
+    out["dns"] = networking.normalise_dns(spec.get("dns"), f"{prefix}.dns")
     out["sysctls"] = _sysctls(spec.get("sysctls"), f"{prefix}.sysctls", out["network"]["mode"])
     return out
 

@@ -8,7 +8,10 @@
 #   GANTRY_TEST_DIR     the temporary directory
 #   GANTRY_TEST_ROOTFS  <dir>/rootfs, a root file system of busybox applets
 # The agent puts its containers' cgroups under a parent of its own (gantry-it-<suffix>), so
-# tests running side by side never share one.
+# tests running side by side never share one. Its networks are its own too: default bridge
+# gi<suffix>, nftables table gantry_it_<suffix>, a free 172.30.x.0/24 default subnet and a
+# 172.29.x.0/20 pool for new networks (other agents on this host, test agents included, use
+# 10.x subnets), an empty CNI config dir; all removed on exit.
 # On exit every container the agent holds is removed (containers outlive the agent, so
 # stopping the agent alone would leave them running), the agent is stopped and the directory
 # removed: nothing is left behind, also when a test fails.
@@ -32,6 +35,27 @@ gantry_busybox_rootfs() {
   chmod 1777 "$dir/tmp"
 }
 
+gantry_free_subnet() {
+  # gantry_free_subnet PREFIX LEN STEP: a random PREFIX.N.0/LEN no route of this host overlaps.
+  python3 - "$@" <<'PY'
+import ipaddress, json, random, subprocess, sys
+prefix, length, step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False).stdout
+taken = []
+for route in json.loads(out or "[]"):
+    if route.get("dst") not in (None, "", "default"):
+        try:
+            taken.append(ipaddress.ip_network(route["dst"], strict=False))
+        except ValueError:
+            pass
+for _ in range(200):
+    net = ipaddress.ip_network(f"{prefix}.{random.randrange(0, 256, step)}.0/{length}")
+    if not any(net.overlaps(t) for t in taken):
+        print(net)
+        break
+PY
+}
+
 gantry_agent_start() {
   GANTRY_TEST_DIR=$(mktemp -d /tmp/gantry-it.XXXXXX)
   export GANTRY_TEST_DIR
@@ -39,8 +63,15 @@ gantry_agent_start() {
   gantry_busybox_rootfs "$GANTRY_TEST_ROOTFS"
   trap gantry_agent_stop EXIT
   GANTRY_TEST_CGROUP=gantry-it-${GANTRY_TEST_DIR##*.}
+  GANTRY_TEST_BRIDGE=gi${GANTRY_TEST_DIR##*.}
+  GANTRY_TEST_NFT=gantry_it_${GANTRY_TEST_DIR##*.}
+  mkdir -p "$GANTRY_TEST_DIR/cni-conf"
   gantry agent serve --root "$GANTRY_TEST_DIR/root" --socket "$GANTRY_TEST_DIR/agent.sock" \
-    --cgroup-parent "/$GANTRY_TEST_CGROUP" >"$GANTRY_TEST_DIR/agent.log" 2>&1 &
+    --cgroup-parent "/$GANTRY_TEST_CGROUP" \
+    --network-default-bridge "$GANTRY_TEST_BRIDGE" --network-nft-table "$GANTRY_TEST_NFT" \
+    --network-default-subnet "$(gantry_free_subnet 172.30 24 1)" \
+    --network-subnet-pool "$(gantry_free_subnet 172.29 20 16)" \
+    --cni-config-dir "$GANTRY_TEST_DIR/cni-conf" >"$GANTRY_TEST_DIR/agent.log" 2>&1 &
   GANTRY_AGENT_PID=$!
   local tries
   for tries in $(seq 1 300); do
@@ -81,6 +112,12 @@ gantry_agent_stop() {
   if [[ -n ${GANTRY_TEST_CGROUP:-} ]]; then
     find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$GANTRY_TEST_CGROUP" \
       -exec rmdir {} + 2>/dev/null
+  fi
+  # Its networks: the default bridge and nftables table (a user network's bridge is named
+  # gantry-<id>: a target that creates one removes it with the network).
+  if [[ -n ${GANTRY_TEST_BRIDGE:-} ]]; then
+    ip link delete "$GANTRY_TEST_BRIDGE" type bridge 2>/dev/null
+    nft delete table inet "$GANTRY_TEST_NFT" 2>/dev/null
   fi
   rm -rf "$GANTRY_TEST_DIR"
   return "$rc"
