@@ -321,9 +321,8 @@ def test_sink_receives_the_answer_and_errors_still_raise(unix_agent, tmp_path):
     assert response.body is None
     assert (tmp_path / "out.tar").read_bytes() == payload
     assert json.loads(unix_agent.seen[0]["body"]) == {"references": ["a:1"]}
-    with (tmp_path / "bad.tar").open("wb") as sink:
-        with pytest.raises(client_mod.AgentNotFound) as info:
-            client.post("/v1/images/nosave", body={}, sink=sink)
+    with (tmp_path / "bad.tar").open("wb") as sink, pytest.raises(client_mod.AgentNotFound) as info:
+        client.post("/v1/images/nosave", body={}, sink=sink)
     assert str(info.value) == "no such image: x:1"
     assert (tmp_path / "bad.tar").read_bytes() == b""
 
