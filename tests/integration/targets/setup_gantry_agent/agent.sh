@@ -7,6 +7,12 @@
 #   GANTRY_AGENT_URL    unix://<dir>/agent.sock (the modules' agent_url falls back to it)
 #   GANTRY_TEST_DIR     the temporary directory
 #   GANTRY_TEST_ROOTFS  <dir>/rootfs, a root file system of busybox applets
+#   GANTRY_TEST_SUBNET  a /24 no route of this host uses, for the networks a test makes
+#   GANTRY_TEST_BRIDGE  the agent's default bridge (when the agent has networking), gtit<suffix>
+# When the agent has networking (its settings know [network]), it gets a default bridge and
+# subnet of its own from an agent.toml, so agents of tests side by side never share one.
+# gantry_registry_start adds a docker-registry on loopback (GANTRY_TEST_REGISTRY=127.0.0.1:PORT)
+# for pulls and pushes; gantry_rootfs_tarball packs the root file system for image imports.
 # The agent puts its containers' cgroups under a parent of its own (gantry-it-<suffix>), so
 # tests running side by side never share one.
 # On exit every container the agent holds is removed (containers outlive the agent, so
@@ -32,6 +38,21 @@ gantry_busybox_rootfs() {
   chmod 1777 "$dir/tmp"
 }
 
+gantry_free_subnets() {
+  # gantry_free_subnets N: N free /24s (10.X.Y.0/24, X in 128..191) no route here touches.
+  local count=$1 found=0 x y routes
+  routes=$(ip -4 route show table all 2>/dev/null)
+  while ((found < count)); do
+    x=$((128 + RANDOM % 64))
+    y=$((RANDOM % 256))
+    if ! grep -q "10\.$x\." <<<"$routes"; then
+      echo "10.$x.$y.0/24"
+      routes+=$'\n'"10.$x."
+      found=$((found + 1))
+    fi
+  done
+}
+
 gantry_agent_start() {
   GANTRY_TEST_DIR=$(mktemp -d /tmp/gantry-it.XXXXXX)
   export GANTRY_TEST_DIR
@@ -39,7 +60,18 @@ gantry_agent_start() {
   gantry_busybox_rootfs "$GANTRY_TEST_ROOTFS"
   trap gantry_agent_stop EXIT
   GANTRY_TEST_CGROUP=gantry-it-${GANTRY_TEST_DIR##*.}
-  gantry agent serve --root "$GANTRY_TEST_DIR/root" --socket "$GANTRY_TEST_DIR/agent.sock" \
+  local subnets config=()
+  mapfile -t subnets < <(gantry_free_subnets 2)
+  export GANTRY_TEST_SUBNET=${subnets[1]}
+  if gantry agent serve --help 2>&1 | grep -q -i subnet; then
+    # The agent has networking: a default bridge and subnet of this test's own.
+    export GANTRY_TEST_BRIDGE=gtit${GANTRY_TEST_DIR##*.}
+    printf '[network]\ndefault_subnet = "%s"\ndefault_bridge = "%s"\n' \
+      "${subnets[0]}" "$GANTRY_TEST_BRIDGE" >"$GANTRY_TEST_DIR/agent.toml"
+    config=(--config "$GANTRY_TEST_DIR/agent.toml")
+  fi
+  gantry agent serve "${config[@]}" --root "$GANTRY_TEST_DIR/root" \
+    --socket "$GANTRY_TEST_DIR/agent.sock" \
     --cgroup-parent "/$GANTRY_TEST_CGROUP" >"$GANTRY_TEST_DIR/agent.log" 2>&1 &
   GANTRY_AGENT_PID=$!
   local tries
@@ -70,8 +102,24 @@ gantry_agent_stop() {
       python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))'); do
       gantry_agent_api DELETE "/v1/containers/$name?force=true" >/dev/null
     done
+    # Networks the test made (the agent keeps its default one, whose bridge goes below).
+    for name in $(gantry_agent_api GET /v1/networks 2>/dev/null |
+      python3 -c 'import json, sys
+try:
+    print(" ".join(n["name"] for n in json.load(sys.stdin) if n["name"] != "gantry"))
+except (ValueError, TypeError, KeyError):
+    pass'); do
+      gantry_agent_api DELETE "/v1/networks/$name" >/dev/null
+    done
     kill "$GANTRY_AGENT_PID"
     wait "$GANTRY_AGENT_PID"
+  fi
+  if [[ -n ${GANTRY_TEST_BRIDGE:-} ]] && ip link show "$GANTRY_TEST_BRIDGE" >/dev/null 2>&1; then
+    ip link delete "$GANTRY_TEST_BRIDGE"
+  fi
+  if [[ -n ${GANTRY_REGISTRY_PID:-} ]]; then
+    kill "$GANTRY_REGISTRY_PID" 2>/dev/null
+    wait "$GANTRY_REGISTRY_PID" 2>/dev/null
   fi
   if ((rc != 0)) && [[ -f $GANTRY_TEST_DIR/agent.log ]]; then
     echo "---- agent log" >&2
@@ -84,4 +132,30 @@ gantry_agent_stop() {
   fi
   rm -rf "$GANTRY_TEST_DIR"
   return "$rc"
+}
+
+gantry_rootfs_tarball() {
+  # gantry_rootfs_tarball ROOTFS TARBALL: a gzip tarball of a root file system, for imports.
+  tar -C "$1" -czf "$2" .
+}
+
+gantry_registry_start() {
+  # A docker-registry on 127.0.0.1:<free port> with its storage under GANTRY_TEST_DIR,
+  # stopped by gantry_agent_stop. Loopback registries are spoken to over plain HTTP.
+  local port tries
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$GANTRY_TEST_DIR/registry" "$port" >"$GANTRY_TEST_DIR/registry.yml"
+  docker-registry serve "$GANTRY_TEST_DIR/registry.yml" >"$GANTRY_TEST_DIR/registry.log" 2>&1 &
+  GANTRY_REGISTRY_PID=$!
+  for tries in $(seq 1 200); do
+    if curl --silent --max-time 2 "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
+      export GANTRY_TEST_REGISTRY=127.0.0.1:$port
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "docker-registry did not start (try $tries):" >&2
+  cat "$GANTRY_TEST_DIR/registry.log" >&2
+  return 1
 }
