@@ -27,7 +27,9 @@ description:
     C(cgroup_update) feature); anything else recreates the container (stopped with its old
     stop signal and timeout, removed, created anew and started again if it ran).
   - Check mode asks the agent the same question with C(dry_run), so the prediction comes from
-    the same code that would act; nothing changes.
+    the same code that would act; nothing changes. With O(pull=always) the module also reads
+    the digest the registry's tag names (one C(HEAD) request from the managed host), which
+    the agent's dry run does not ask, to predict whether the pull brings another image.
   - The diff shows the whole normalised configuration before and after, and names every field
     that differs (for example C(spec.resources.memory), or C(state) when only the run state
     changes).
@@ -367,7 +369,7 @@ options:
       - Ports to publish on the host, in Docker's syntax
         V([IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|udp]) (V(8080:80), V(127.0.0.1:8080:80),
         V(53:53/udp), V(80) for a random host port). Only with O(network_mode=bridge). The
-        actual host ports are in RV(container.network_settings.ports).
+        actual host ports are in C(network_settings.ports) of RV(container).
     type: list
     elements: str
     aliases: [ports]
@@ -622,6 +624,7 @@ from ansible_collections.gantry.fleet.plugins.module_utils._container_spec impor
     build_spec,
     option_for_field,
 )
+from ansible_collections.gantry.fleet.plugins.module_utils._registry import RegistryProbe
 
 # How long a converge that may pull an image waits for it, on top of the stop timeout.
 PULL_TIMEOUT = 900
@@ -895,6 +898,8 @@ class ContainerModule:
             return self.forced_recreate(state, spec, current)
 
         answer = self.put(agent_state, spec, self.check_mode, current)
+        if self.check_mode:
+            answer = self.predict_pull(spec, agent_state, answer)
         actions = list(answer.get("actions") or [])
         container = answer.get("container") or {}
         if self.params["restart"] and not set(actions) & {"create", "recreate", "start"}:
@@ -911,6 +916,49 @@ class ContainerModule:
             container=container,
             diff=ansible_diff(self.name, answer.get("diff")),
         )
+
+    def predict_pull(self, spec, agent_state, answer):
+        """Check mode with pull=always: will the pull move the tag (and so recreate)?
+
+        The agent's dry run answers from its store, so for an image it holds it cannot tell
+        whether the registry's tag names another image now. The module reads the tag's
+        digest from the registry (one HEAD request, see _registry.py) and compares it with
+        the image the agent holds under that name; when they differ, the real run pulls and
+        creates the container anew from the pulled image. When the registry cannot be asked,
+        the agent's answer stands.
+        """
+        actions = list(answer.get("actions") or [])
+        if "image" not in spec or self.params["pull"] != "always" or "pull" in actions:
+            return answer
+        local = self.client.get_or_none("/v1/images/%s" % quote_path(spec["image"]))
+        if not local:
+            return answer
+        remote = RegistryProbe(timeout=self.client.timeout).tag_digest(spec["image"])
+        if remote is None or remote == local.get("digest"):
+            return answer
+        container = answer.get("container") or {}
+        predicted = dict(answer)
+        if "create" in actions:
+            predicted["actions"] = ["pull", *actions]
+        else:
+            status = (container.get("state") or {}).get("status")
+            runs = agent_state == "running" or (
+                agent_state == "present" and status in ("running", "paused")
+            )
+            predicted["actions"] = ["pull", "recreate"] + (["start"] if runs else [])
+        diff = dict(answer.get("diff") or {})
+        fields = list(diff.get("fields") or [])
+        if "image_id" not in fields:
+            fields.append("image_id")
+        diff["fields"] = fields
+        if diff.get("before") is None and container:
+            diff["before"] = {
+                "state": (container.get("state") or {}).get("status"),
+                "spec": container.get("spec"),
+            }
+        diff.setdefault("after", {"state": agent_state, "spec": None})
+        predicted["diff"] = diff
+        return predicted
 
     def forced_recreate(self, state, spec, current):
         """recreate=true: remove and create, whatever the agent thinks of the difference."""

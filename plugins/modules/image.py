@@ -20,10 +20,11 @@ description:
     O(source) says. With O(force), it is fetched again and the task reports a change only
     when the name then points to another image (a pull of an unchanged tag, or a load of the
     same archive, changes nothing).
-  - Check mode changes nothing; it predicts from the agent's answers (a pull with the agent's
-    C(dry_run), which resolves the tag in the registry without fetching layers), from the
-    archive itself for O(source=load) and O(archive_path), and from the image's inspect for
-    O(tag) and O(state=absent).
+  - Check mode changes nothing; it predicts from the agent's answers, from the registry (the
+    digest its tag names, read with one C(HEAD) request from the managed host, for a forced
+    pull and for O(push)), from the archive itself for O(source=load) and O(archive_path),
+    and from the image's inspect for O(tag) and O(state=absent). What cannot be told (a
+    registry that cannot be asked) is predicted as a change.
 author:
   - Gantry developers (!UNKNOWN)
 options:
@@ -69,11 +70,11 @@ options:
       - With O(source=commit), the name of the container whose file system becomes the image.
         It is paused while the agent copies its file system.
     type: str
-  message:
+  commit_message:
     description:
       - With O(source=commit), the commit message (kept in the image's history).
     type: str
-  author:
+  commit_author:
     description:
       - With O(source=commit), the author kept in the image.
     type: str
@@ -103,8 +104,10 @@ options:
     description:
       - Push the image to its registry (C(POST /v1/images/push)), each name of O(tag), or
         O(name) when O(tag) is empty.
-      - A name whose registry already holds the same manifest is not pushed again (the agent
-        is asked with a C(dry_run) pull first), so a second run changes nothing.
+      - A name whose registry tag already names the image's manifest is not pushed again (the
+        module reads the tag's digest with one C(HEAD) request to the registry, anonymously or
+        with O(username)/O(password)), so a second run changes nothing. When the registry
+        cannot be asked, the image is pushed and the task reports a change.
     type: bool
     default: false
   username:
@@ -144,9 +147,10 @@ attributes:
   check_mode:
     support: full
     details:
-      - A pull is predicted with the agent's C(dry_run); a load from the archive's own
-        manifest; tags, exports and removals from the image's inspect. An import or a commit
-        with O(force) always makes a new image, so it is predicted as a change.
+      - A forced pull and a push are predicted from the digest the registry's tag names; a
+        load from the archive's own manifest; tags, exports and removals from the image's
+        inspect. An import or a commit with O(force) always makes a new image, so it is
+        predicted as a change.
   diff_mode:
     support: full
     details:
@@ -159,6 +163,8 @@ attributes:
         image).
 notes:
   - O(path) and O(archive_path) are files on the managed host, where the agent runs.
+  - The registry is read (never written) from the managed host for the predictions above,
+    over HTTPS, or plain HTTP for loopback registries as the agent does.
 seealso:
   - module: gantry.fleet.image_info
   - module: gantry.fleet.container
@@ -197,7 +203,7 @@ EXAMPLES = r"""
     name: local/snapshot:1
     source: commit
     container: web
-    message: before the upgrade
+    commit_message: before the upgrade
     tag:
       - localhost:5000/snapshots/web:1
     push: true
@@ -289,6 +295,7 @@ from ansible_collections.gantry.fleet.plugins.module_utils._image_archive import
     archive_holds,
     archive_images,
 )
+from ansible_collections.gantry.fleet.plugins.module_utils._registry import RegistryProbe
 
 
 def argument_spec():
@@ -300,8 +307,8 @@ def argument_spec():
         ),
         path=dict(type="path"),
         container=dict(type="str"),
-        message=dict(type="str"),
-        author=dict(type="str"),
+        commit_message=dict(type="str"),
+        commit_author=dict(type="str"),
         platform=dict(type="str"),
         force=dict(type="bool", default=False),
         tag=dict(type="list", elements="str", default=[]),
@@ -350,20 +357,18 @@ class ImageModule:
     def credentials(self):
         return {"username": self.params["username"], "password": self.params["password"]}
 
-    def registry_has(self, reference, image_id):
-        """Whether the registry already holds what the agent has under ``reference``.
+    def registry_digest(self, reference):
+        """The digest of the manifest the registry's tag names now, or None (cannot tell)."""
+        probe = RegistryProbe(
+            self.params["username"], self.params["password"], timeout=self.client.timeout
+        )
+        return probe.tag_digest(reference)
 
-        The agent's dry-run pull resolves the reference in the registry and answers
-        ``changed: false`` when the manifest there is the one the name already names here.
-        A registry that does not know the name (or refuses) means: it does not have it.
-        """
-        body = dict(reference=reference, platform=None, dry_run=True, **self.credentials())
-        try:
-            answer = self.client.post("/v1/images/pull", body=body).body or {}
-        except AgentError:
-            return False
-        image = answer.get("image") or {}
-        return answer.get("changed") is False and image.get("id") in (None, image_id)
+    def registry_has(self, reference, image):
+        """Whether the registry's tag already names this image's manifest (asked read-only;
+        the agent's own dry-run pull answers from its store, not from the registry)."""
+        digest = self.registry_digest(reference)
+        return digest is not None and digest == image.get("digest")
 
     # -- present ------------------------------------------------------------------------------
 
@@ -425,11 +430,15 @@ class ImageModule:
             if current is None:
                 self.actions.append("pull")
                 return None
-            answer = self.client.post("/v1/images/pull", body=body).body or {}
-            if answer.get("changed"):
-                self.actions.append("pull")
-                return None
-            return current
+            # With force and the name here: a pull changes something only when the
+            # registry's tag names another manifest now. When that cannot be told, the pull
+            # is predicted (check mode never claims "no change" it cannot know).
+            self.client.post("/v1/images/pull", body=body)  # the agent's checks of the name
+            digest = self.registry_digest(self.name)
+            if digest is not None and digest == current.get("digest"):
+                return current
+            self.actions.append("pull")
+            return None
         answer = self.long_post("/v1/images/pull", body)
         image = answer.get("image") or self.inspect(self.name)
         if current is None or answer.get("changed") or image.get("id") != current.get("id"):
@@ -522,8 +531,8 @@ class ImageModule:
                 "/v1/containers/%s/commit" % quote_path(container),
                 body={
                     "reference": self.name,
-                    "message": self.params["message"],
-                    "author": self.params["author"],
+                    "message": self.params["commit_message"],
+                    "author": self.params["commit_author"],
                     "pause": True,
                 },
                 timeout=self.params["wait_timeout"],
@@ -536,7 +545,12 @@ class ImageModule:
         image_id = image.get("id")
         for target in self.params["tag"]:
             if known:
-                held = self.inspect(target)
+                # A name the agent cannot even parse is "not there"; the tag request that
+                # follows fails with the agent's message about it.
+                answer = self.client.request(
+                    "GET", "/v1/images/%s" % quote_path(target), ok=(400, 404, 422)
+                )
+                held = answer.body if answer.status == 200 else None
                 if held is not None and held.get("id") == image_id:
                     continue
             if "tag" not in self.actions:
@@ -595,7 +609,7 @@ class ImageModule:
         after = {}
         pushed = []
         for reference in names:
-            if known and self.registry_has(reference, image.get("id")):
+            if known and self.registry_has(reference, image):
                 before[reference] = after[reference] = "up to date"
                 continue
             before[reference] = "differs"

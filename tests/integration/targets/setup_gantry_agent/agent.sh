@@ -9,8 +9,9 @@
 #   GANTRY_TEST_ROOTFS  <dir>/rootfs, a root file system of busybox applets
 #   GANTRY_TEST_SUBNET  a /24 no route of this host uses, for the networks a test makes
 #   GANTRY_TEST_BRIDGE  the agent's default bridge (when the agent has networking), gtit<suffix>
-# When the agent has networking (its settings know [network]), it gets a default bridge and
-# subnet of its own from an agent.toml, so agents of tests side by side never share one.
+# When the agent has networking (it takes --network-default-subnet), an agent.toml gives it a
+# default bridge and subnet, an nftables table, a subnet pool and a CNI config directory of
+# its own, so agents of tests side by side never share one; all go on exit.
 # gantry_registry_start adds a docker-registry on loopback (GANTRY_TEST_REGISTRY=127.0.0.1:PORT)
 # for pulls and pushes; gantry_rootfs_tarball packs the root file system for image imports.
 # The agent puts its containers' cgroups under a parent of its own (gantry-it-<suffix>), so
@@ -39,14 +40,18 @@ gantry_busybox_rootfs() {
 }
 
 gantry_free_subnets() {
-  # gantry_free_subnets N: N free /24s (10.X.Y.0/24, X in 128..191) no route here touches.
-  local count=$1 found=0 x y routes
+  # gantry_free_subnets N [PREFIX]: N free subnets 10.X.Y.0/PREFIX (default /24), X in
+  # 128..191 (the agent tests use 10.200-254), each X one no route of this host uses.
+  local count=$1 prefix=${2:-24} found=0 x y routes
   routes=$(ip -4 route show table all 2>/dev/null)
   while ((found < count)); do
     x=$((128 + RANDOM % 64))
     y=$((RANDOM % 256))
+    if ((prefix < 24)); then
+      y=$((y & ~((1 << (24 - prefix)) - 1) & 255))
+    fi
     if ! grep -q "10\.$x\." <<<"$routes"; then
-      echo "10.$x.$y.0/24"
+      echo "10.$x.$y.0/$prefix"
       routes+=$'\n'"10.$x."
       found=$((found + 1))
     fi
@@ -60,14 +65,19 @@ gantry_agent_start() {
   gantry_busybox_rootfs "$GANTRY_TEST_ROOTFS"
   trap gantry_agent_stop EXIT
   GANTRY_TEST_CGROUP=gantry-it-${GANTRY_TEST_DIR##*.}
-  local subnets config=()
+  local subnets pool config=()
   mapfile -t subnets < <(gantry_free_subnets 2)
   export GANTRY_TEST_SUBNET=${subnets[1]}
-  if gantry agent serve --help 2>&1 | grep -q -i subnet; then
-    # The agent has networking: a default bridge and subnet of this test's own.
+  if gantry agent serve --help 2>&1 | grep -q -- --network-default-subnet; then
+    # The agent has networking: a default bridge and subnet, an nftables table, a pool for
+    # the subnets it picks and a CNI config directory of this test's own.
     export GANTRY_TEST_BRIDGE=gtit${GANTRY_TEST_DIR##*.}
-    printf '[network]\ndefault_subnet = "%s"\ndefault_bridge = "%s"\n' \
-      "${subnets[0]}" "$GANTRY_TEST_BRIDGE" >"$GANTRY_TEST_DIR/agent.toml"
+    GANTRY_TEST_NFT_TABLE=gantry_it${GANTRY_TEST_DIR##*.}
+    pool=$(gantry_free_subnets 1 20)
+    mkdir -p "$GANTRY_TEST_DIR/cni-conf"
+    printf '[network]\ndefault_subnet = "%s"\ndefault_bridge = "%s"\nnft_table = "%s"\nsubnet_pool = "%s"\ncni_config_dir = "%s"\n' \
+      "${subnets[0]}" "$GANTRY_TEST_BRIDGE" "$GANTRY_TEST_NFT_TABLE" "$pool" \
+      "$GANTRY_TEST_DIR/cni-conf" >"$GANTRY_TEST_DIR/agent.toml"
     config=(--config "$GANTRY_TEST_DIR/agent.toml")
   fi
   gantry agent serve "${config[@]}" --root "$GANTRY_TEST_DIR/root" \
@@ -116,6 +126,9 @@ except (ValueError, TypeError, KeyError):
   fi
   if [[ -n ${GANTRY_TEST_BRIDGE:-} ]] && ip link show "$GANTRY_TEST_BRIDGE" >/dev/null 2>&1; then
     ip link delete "$GANTRY_TEST_BRIDGE"
+  fi
+  if [[ -n ${GANTRY_TEST_NFT_TABLE:-} ]]; then
+    nft delete table inet "$GANTRY_TEST_NFT_TABLE" 2>/dev/null
   fi
   if [[ -n ${GANTRY_REGISTRY_PID:-} ]]; then
     kill "$GANTRY_REGISTRY_PID" 2>/dev/null

@@ -17,6 +17,11 @@ from ansible_collections.gantry.fleet.plugins.module_utils._image_archive import
     archive_holds,
     archive_images,
 )
+from ansible_collections.gantry.fleet.plugins.module_utils._registry import (
+    RegistryProbe,
+    is_loopback,
+    split_reference,
+)
 
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]}}).encode()
 CONFIG_ID = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
@@ -114,3 +119,43 @@ def test_not_a_tar_or_missing_is_unknown(tmp_path):
     assert archive_images(tmp_path / "plain") is None
     assert archive_images(tmp_path / "nothing") is None
     assert not archive_holds(tmp_path / "nothing", CONFIG_ID)
+
+
+# --- the registry probe's reference parsing (no network) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reference, parts",
+    [
+        ("busybox", ("registry-1.docker.io", "library/busybox", "latest")),
+        ("busybox:1.36", ("registry-1.docker.io", "library/busybox", "1.36")),
+        ("docker.io/team/app:2", ("registry-1.docker.io", "team/app", "2")),
+        ("127.0.0.1:5000/it/busybox:1", ("127.0.0.1:5000", "it/busybox", "1")),
+        ("localhost/app", ("localhost", "app", "latest")),
+        ("registry.example.com/a/b/c:v1.2", ("registry.example.com", "a/b/c", "v1.2")),
+        ("registry.example.com:8443/app", ("registry.example.com:8443", "app", "latest")),
+        ("app@sha256:" + "0" * 64, None),
+    ],
+)
+def test_split_reference(reference, parts):
+    assert split_reference(reference) == parts
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1:5000", True),
+        ("localhost:5000", True),
+        ("[::1]:5000", True),
+        ("::1", True),
+        ("registry.example.com", False),
+        ("10.0.0.1:5000", False),
+    ],
+)
+def test_loopback_registries(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_a_registry_nobody_answers_at_is_cannot_tell():
+    # Port 1 on loopback: refused at once, so "cannot tell", never "unchanged".
+    assert RegistryProbe(timeout=5).tag_digest("127.0.0.1:1/it/busybox:1") is None
