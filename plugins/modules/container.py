@@ -948,8 +948,8 @@ class ContainerModule:
             predicted["actions"] = ["pull", "recreate"] + (["start"] if runs else [])
         diff = dict(answer.get("diff") or {})
         fields = list(diff.get("fields") or [])
-        if "image_id" not in fields:
-            fields.append("image_id")
+        if "spec.image_id" not in fields and "image_id" not in fields:
+            fields.append("spec.image_id")
         diff["fields"] = fields
         if diff.get("before") is None and container:
             diff["before"] = {

@@ -706,8 +706,9 @@ class ImageModule:
         return None  # not reached
 
 
-def main():
-    module = AnsibleModule(
+def module_spec():
+    """The AnsibleModule arguments (kept apart from the run, as the other modules do)."""
+    return dict(
         argument_spec=argument_spec(),
         supports_check_mode=True,
         required_if=[
@@ -717,8 +718,15 @@ def main():
         ],
         required_by=dict(AGENT_REQUIRED_BY, password=("username",)),
     )
+
+
+def run_module(module):
     result = ImageModule(module).run()
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleModule(**module_spec()))
 
 
 if __name__ == "__main__":

@@ -130,8 +130,9 @@ from ansible_collections.gantry.fleet.plugins.module_utils._agent_client import 
 )
 
 
-def main():
-    module = AnsibleModule(
+def module_spec():
+    """The AnsibleModule arguments (kept apart from the run, as the other modules do)."""
+    return dict(
         argument_spec=agent_argument_spec(
             name=dict(type="list", elements="str"),
             dangling=dict(type="bool"),
@@ -140,6 +141,9 @@ def main():
         required_by=AGENT_REQUIRED_BY,
         mutually_exclusive=[("name", "dangling")],
     )
+
+
+def run_module(module):
     client = client_from_module(module)
     images = []
     missing = []
@@ -165,6 +169,10 @@ def main():
     except AgentError as error:
         fail_with(module, error)
     module.exit_json(changed=False, images=images, missing=missing)
+
+
+def main():
+    run_module(AnsibleModule(**module_spec()))
 
 
 if __name__ == "__main__":

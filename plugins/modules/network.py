@@ -335,8 +335,9 @@ class NetworkModule:
         return None  # not reached
 
 
-def main():
-    module = AnsibleModule(
+def module_spec():
+    """The AnsibleModule arguments (kept apart from the run, as the other modules do)."""
+    return dict(
         argument_spec=agent_argument_spec(
             name=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
@@ -352,8 +353,15 @@ def main():
         supports_check_mode=True,
         required_by=AGENT_REQUIRED_BY,
     )
+
+
+def run_module(module):
     result = NetworkModule(module).run()
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleModule(**module_spec()))
 
 
 if __name__ == "__main__":
