@@ -87,6 +87,9 @@ attributes:
     details:
       - The agent answers the same request with C(dry_run). A removal is predicted from the
         network's inspect (its containers).
+      - The agent checks a new network's settings (a subnet that overlaps a route, a gateway
+        outside the subnet, a missing parent) when it makes it, so check mode predicts the
+        create of a network the real run then fails to make, with the agent's message.
   diff_mode:
     support: full
     details:
