@@ -873,8 +873,10 @@ class ContainerModule:
 
     def put(self, agent_state, spec, dry_run, current):
         body = {"state": agent_state, "dry_run": dry_run, "spec": spec}
-        if "image" in spec:
+        if "image" in spec and self.params["pull"] != "missing":
             # Not part of the spec: how the agent gets the image (rootfs containers have none).
+            # missing is the agent's default, so it is left out (an agent without images then
+            # answers about spec.image, not about an unknown pull field).
             body["pull"] = self.params["pull"]
         if dry_run:
             return self.client.put(self.path, body=body).body
