@@ -16,9 +16,13 @@ drift on the machine hits both alike.
 - Floor: the same loop of `ansible.builtin.ping`, the least any module can cost per item
   (Ansible's own per-item work: templating, AnsiballZ, a Python start per item).
 
-Prints the median of each side, the ratio Gantry / Podman (the goal is at most 0.5), and
-the same ratio net of the floor (what the modules themselves cost). Nothing is asserted:
-this is a measurement, not a test.
+- Gantry as a module: the Gantry play again with `gantry_fleet_direct: false`, so the module
+  runs on the host the usual way instead of in the controller's worker (docs/ansible.md,
+  "Where the modules run").
+
+Prints the median of each, the ratio Gantry / Podman (the goal is at most 0.5), the ratio
+of Gantry as a module, and that one net of the floor (what the modules themselves cost).
+Nothing is asserted: this is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -103,10 +107,15 @@ def podman_collection() -> bool:
     return target.is_dir()
 
 
-def play(path: Path, module: str, options: dict[str, object]) -> None:
-    lines = [
-        "- hosts: localhost",
-        "  gather_facts: false",
+def play(
+    path: Path, module: str, options: dict[str, object], variables: dict[str, object] | None = None
+) -> None:
+    lines = ["- hosts: localhost", "  gather_facts: false"]
+    if variables:
+        lines += ["  vars:"] + [
+            f"    {key}: {json.dumps(value)}" for key, value in variables.items()
+        ]
+    lines += [
         "  tasks:",
         f"    - name: {COUNT} containers",
         f"      {module}:",
@@ -174,14 +183,26 @@ def main() -> int:
             "command": COMMAND, "memory": "32m", "network": "none", "state": "started",
             "ulimit": ["nofile=4096:4096", "nproc=4096:4096"],
         })  # fmt: skip
+        # The same task with the module run on the host the usual way (AnsiballZ, a new
+        # Python per item) instead of in the controller's worker: what the action plugin saves.
+        module_play = work / "gantry_module.yml"
+        play(module_play, "gantry.fleet.container", {
+            "name": "gbench-{{ item }}", "rootfs": str(rootfs), "command": COMMAND,
+            "memory": "32m", "network_mode": "none",
+        }, {"gantry_fleet_direct": False})  # fmt: skip
         floor_play = work / "floor.yml"
         play(floor_play, "ansible.builtin.ping", {"data": "pong"})
         for playbook in (gantry_play, podman_play):
             _elapsed, recap = run_play(playbook, env)
             print(f"converge {playbook.stem}: {recap}")
-        times: dict[str, list[float]] = {"gantry": [], "podman": [], "floor": []}
+        times: dict[str, list[float]] = {
+            "gantry": [],
+            "podman": [],
+            "floor": [],
+            "gantry_module": [],
+        }
         for _round in range(ROUNDS):
-            for playbook in (gantry_play, podman_play, floor_play):
+            for playbook in (gantry_play, podman_play, floor_play, module_play):
                 elapsed, recap = run_play(playbook, env)
                 if "changed=0" not in recap:
                     print(f"warning: {playbook.stem} not idempotent: {recap}")
@@ -189,6 +210,7 @@ def main() -> int:
         gantry = statistics.median(times["gantry"])
         podman = statistics.median(times["podman"])
         floor = statistics.median(times["floor"])
+        module_path = statistics.median(times["gantry_module"])
         print(
             f"idempotent task over {COUNT} containers, median of {ROUNDS} runs of "
             "ansible-playbook (wall time):"
@@ -196,10 +218,15 @@ def main() -> int:
         print(f"  gantry.fleet.container            {gantry:7.2f} s  {times['gantry']}")
         print(f"  containers.podman.podman_container {podman:7.2f} s  {times['podman']}")
         print(f"  ansible.builtin.ping (floor)       {floor:7.2f} s  {times['floor']}")
+        print(
+            f"  gantry.fleet.container as a module {module_path:7.2f} s  {times['gantry_module']}"
+            "  (gantry_fleet_direct: false)"
+        )
+        print(f"  ratio gantry-as-a-module/podman: {module_path / podman:.2f}")
         print(f"  ratio gantry/podman: {gantry / podman:.2f} (goal <= 0.5)")
         print(
-            f"  ratio net of the floor: {(gantry - floor) / (podman - floor):.2f}; a module "
-            f"costing nothing would give {floor / podman:.2f}"
+            f"  as modules, net of the floor: {(module_path - floor) / (podman - floor):.2f}; a "
+            f"module costing nothing would give {floor / podman:.2f}"
         )
         return 0
     finally:

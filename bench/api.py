@@ -31,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "agent" /
 import agent_support as ags
 
 RUNC = shutil.which("runc")
+# runc's bundle has a network namespace with lo only: the agent's containers get the same
+# (bench/network.py measures what a bridge network adds).
+NO_NETWORK = {"mode": "none"}
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -62,7 +65,10 @@ def runc_bundle(agent: ags.Agent, rootfs: Path, scratch: Path) -> Path:
     made = agent.req(
         "POST",
         "/v1/containers",
-        body={"name": "template", "spec": {"rootfs": str(rootfs), "command": ["/bin/true"]}},
+        body={
+            "name": "template",
+            "spec": {"rootfs": str(rootfs), "command": ["/bin/true"], "network": NO_NETWORK},
+        },
     )
     config = json.loads((Path(made["paths"]["bundle"]) / "config.json").read_text())
     agent.req("DELETE", "/v1/containers/template")
@@ -85,7 +91,7 @@ def main() -> int:
             bundle = runc_bundle(agent, rootfs, scratch) if RUNC else None
             http_runs: list[float] = []
             runc_runs: list[float] = []
-            spec = {"rootfs": str(rootfs), "command": ["/bin/true"]}
+            spec = {"rootfs": str(rootfs), "command": ["/bin/true"], "network": NO_NETWORK}
             for index in range(args.runs):
                 name = f"b{index}"
 
@@ -124,6 +130,7 @@ def main() -> int:
 
             loop = {
                 "rootfs": str(rootfs),
+                "network": NO_NETWORK,
                 "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
             }
             for index in range(args.containers):

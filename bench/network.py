@@ -8,7 +8,11 @@ hits every mode alike. Prints medians and each mode's ratio to ``none``. Needs r
 containernetworking-plugins; uses its own root, bridge, subnet and nftables table and
 removes them. Not a test: it asserts nothing.
 
-    .venv/bin/python bench/network.py [--runs N]
+With ``--agent`` it measures the same three modes through a real agent instead: create +
+start (``POST /v1/containers`` with ``start``) of a busybox ``sleep``, then remove
+(``DELETE ?force``), on the agent's unix socket, mode ``none`` the anchor again.
+
+    .venv/bin/python bench/network.py [--runs N] [--agent]
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="rounds per mode (default 30)")
     parser.add_argument("--subnet", default="10.254.77.0/24", help="the bench network's subnet")
+    parser.add_argument("--agent", action="store_true", help="through a real agent's API")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
+    if args.agent:
+        return through_agent(args.runs)
     token = uuid.uuid4().hex[:6]
     root = Path(tempfile.mkdtemp(prefix="gantry-bench-net-"))
     config = NetworkConfig(
@@ -71,6 +78,42 @@ def main() -> int:
     for name, samples in times.items():
         median = statistics.median(samples)
         print(f"  {name:26s} {median * 1000:8.1f} ms   ratio to none: {median / anchor:5.2f}")
+    return 0
+
+
+def through_agent(runs: int) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/agent/integration"))
+    import agent_support as ags
+
+    modes: dict[str, dict[str, object]] = {
+        "none": {"network": {"mode": "none"}},
+        "bridge": {},
+        "bridge -p 127.0.0.1::80": {"ports": ["127.0.0.1::80"]},
+    }
+    start: dict[str, list[float]] = {name: [] for name in modes}
+    remove: dict[str, list[float]] = {name: [] for name in modes}
+    with ags.running_agent() as (agent, rootfs):
+        for round_ in range(runs + 1):
+            for index, (name, fields) in enumerate(modes.items()):
+                spec = {"rootfs": str(rootfs), "command": ["sleep", "600"], **fields}
+                body = {"name": f"bench-{round_}-{index}", "spec": spec, "start": True}
+                started = time.perf_counter()
+                agent.req("POST", "/v1/containers", body=body)
+                running = time.perf_counter()
+                agent.req("DELETE", f"/v1/containers/{body['name']}", query={"force": "true"})
+                done = time.perf_counter()
+                if round_:  # the first round creates the bridge
+                    start[name].append(running - started)
+                    remove[name].append(done - running)
+    anchor_start = statistics.median(start["none"])
+    anchor_remove = statistics.median(remove["none"])
+    print(f"through the agent (HTTP, unix socket), median of {runs} rounds each")
+    for name in modes:
+        up, down = statistics.median(start[name]), statistics.median(remove[name])
+        print(
+            f"  {name:26s} create+start {up * 1000:7.1f} ms ({up / anchor_start:4.2f} x none)"
+            f"   rm -f {down * 1000:7.1f} ms ({down / anchor_remove:4.2f} x none)"
+        )
     return 0
 
 

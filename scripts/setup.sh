@@ -16,6 +16,7 @@ APT_PACKAGES=(
   podman  # the anchor of bench/ansible.py (podman with runc); no service is started
   skopeo umoci docker-registry  # image tests: build, copy and serve images (registry on loopback only)
   zstd  # zstd-compressed layers are decompressed by the zstd binary
+  apache2-utils  # htpasswd -B: bcrypt htpasswd files for the registry auth tests
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

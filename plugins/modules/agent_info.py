@@ -131,12 +131,16 @@ from ansible_collections.gantry.fleet.plugins.module_utils._agent_client import 
 )
 
 
-def main():
-    module = AnsibleModule(
+def module_spec():
+    """The AnsibleModule arguments, shared with the controller-side action plugin."""
+    return dict(
         argument_spec=agent_argument_spec(),
         supports_check_mode=True,
         required_by=AGENT_REQUIRED_BY,
     )
+
+
+def run_module(module):
     client = client_from_module(module)
     try:
         info = client.get("/v1/info").body
@@ -151,6 +155,10 @@ def main():
         ready=readiness.status == 200,
         checks=body.get("checks", {}),
     )
+
+
+def main():
+    run_module(AnsibleModule(**module_spec()))
 
 
 if __name__ == "__main__":

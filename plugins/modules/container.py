@@ -991,15 +991,23 @@ class ContainerModule:
         )
 
 
-def main():
-    module = AnsibleModule(
+def module_spec():
+    """The AnsibleModule arguments, shared with the controller-side action plugin."""
+    return dict(
         argument_spec=argument_spec(),
         supports_check_mode=True,
         required_by=AGENT_REQUIRED_BY,
         mutually_exclusive=[("image", "rootfs")],
     )
+
+
+def run_module(module):
     result = ContainerModule(module).run()
     module.exit_json(**result)
+
+
+def main():
+    run_module(AnsibleModule(**module_spec()))
 
 
 if __name__ == "__main__":

@@ -201,14 +201,18 @@ def strip_end(text):
     return text.rstrip("\r\n") if text else ""
 
 
-def main():
-    module = AnsibleModule(
+def module_spec():
+    """The AnsibleModule arguments, shared with the controller-side action plugin."""
+    return dict(
         argument_spec=argument_spec(),
         supports_check_mode=False,
         required_by=AGENT_REQUIRED_BY,
         mutually_exclusive=[("argv", "command")],
         required_one_of=[("argv", "command")],
     )
+
+
+def run_module(module):
     params = module.params
     try:
         command = (
@@ -263,6 +267,10 @@ def main():
         module.fail_json(msg="command exited with status %s" % result["rc"], **result)
     # Ansible counts a non-zero rc as a failure unless the result says otherwise.
     module.exit_json(failed=False, **result)
+
+
+def main():
+    run_module(AnsibleModule(**module_spec()))
 
 
 if __name__ == "__main__":

@@ -117,8 +117,9 @@ def argument_spec():
     )
 
 
-def main():
-    module = AnsibleModule(
+def module_spec():
+    """The AnsibleModule arguments, shared with the controller-side action plugin."""
+    return dict(
         argument_spec=argument_spec(),
         supports_check_mode=True,
         required_by=AGENT_REQUIRED_BY,
@@ -128,6 +129,9 @@ def main():
             ("name", "name_contains"),
         ],
     )
+
+
+def run_module(module):
     client = client_from_module(module)
     params = module.params
     try:
@@ -145,6 +149,10 @@ def main():
         module.exit_json(changed=False, containers=containers or [])
     except AgentError as error:
         fail_with(module, error)
+
+
+def main():
+    run_module(AnsibleModule(**module_spec()))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gantry import __version__
 from gantry.api import schemas
+from gantry.api.images import images_router
 from gantry.api.metrics import render_metrics
+from gantry.api.networks import networks_router
 from gantry.engine import Conflict, Engine, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine import files as container_files
 from gantry.engine.info import host_info
 from gantry.engine.logs import parse_tail, read_log
 from gantry.engine.sessions import Session
+from gantry.images.errors import ImageError
+from gantry.images.errors import NotFound as ImageNotFound
 
 __all__ = ["MAX_UPLOAD", "create_app"]
 
@@ -76,6 +80,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def engine_error(_request: Request, exc: EngineError) -> JSONResponse:
         return _error(_STATUS.get(type(exc), 409), exc.detail, exc.field)
+
+    @app.exception_handler(ImageError)
+    async def image_error(_request: Request, exc: ImageError) -> JSONResponse:
+        # The image verbs map their errors to the engine's; this is the safety net.
+        return _error(404 if isinstance(exc, ImageNotFound) else 422, str(exc), None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -147,14 +156,14 @@ def _containers_router(engine: Engine) -> APIRouter:
     @router.post("", status_code=201)
     def create_container(body: schemas.CreateRequest, run_async: AsyncFlag = False) -> Any:
         def work(_cancel: threading.Event) -> Any:
-            return engine.create(body.name, body.spec, start=body.start)
+            return engine.create(body.name, body.spec, start=body.start, pull=body.pull)
 
         return _maybe_async(engine, run_async, "create", body.name, work)
 
     @router.put("/{name}")
     def put_container(name: str, body: schemas.PutRequest, run_async: AsyncFlag = False) -> Any:
         def work(_cancel: threading.Event) -> Any:
-            return engine.apply(name, body.spec, body.state, dry_run=body.dry_run)
+            return engine.apply(name, body.spec, body.state, dry_run=body.dry_run, pull=body.pull)
 
         return _maybe_async(engine, run_async, f"converge to {body.state}", name, work)
 
@@ -306,7 +315,7 @@ def _containers_router(engine: Engine) -> APIRouter:
 
     @router.get("/{name}/archive")
     def get_archive(name: str, path: Annotated[str, Query(min_length=1)]) -> Response:
-        rootfs = engine.inspect(name)["spec"]["rootfs"]
+        rootfs = engine.inspect(name)["paths"]["rootfs"]
         spool = tempfile.TemporaryFile(dir=engine.tmp)  # noqa: SIM115 - the response closes it
         try:
             container_files.write_archive(rootfs, path, spool)
@@ -320,7 +329,7 @@ def _containers_router(engine: Engine) -> APIRouter:
     async def put_archive(
         name: str, request: Request, path: Annotated[str, Query(min_length=1)]
     ) -> dict[str, Any]:
-        rootfs = (await anyio.to_thread.run_sync(engine.inspect, name))["spec"]["rootfs"]
+        rootfs = (await anyio.to_thread.run_sync(engine.inspect, name))["paths"]["rootfs"]
         spool = tempfile.TemporaryFile(dir=engine.tmp)  # noqa: SIM115 - closed below
         try:
             size = 0
@@ -473,34 +482,6 @@ def _event_lines(
         yield b"" if event is None else json.dumps(event).encode() + b"\n"
 
 
-def _images_router() -> APIRouter:
-    router = APIRouter(tags=["images"])
-    detail = "images are not available on this agent yet"
-
-    def unavailable() -> None:
-        raise Unavailable(detail)
-
-    for method, path in (
-        ("GET", "/v1/images"),
-        ("GET", "/v1/images/{ref:path}"),
-        ("POST", "/v1/images/pull"),
-        ("POST", "/v1/images/push"),
-        ("POST", "/v1/images/import"),
-        ("POST", "/v1/images/prune"),
-        ("DELETE", "/v1/images/{ref:path}"),
-        ("POST", "/v1/containers/{name}/commit"),
-    ):
-        router.add_api_route(
-            path,
-            unavailable,
-            methods=[method],
-            status_code=404,
-            include_in_schema=True,
-            summary="not available yet",
-        )
-    return router
-
-
 def create_app(engine: Engine | Callable[[], Engine], *, close_engine: bool = True) -> FastAPI:
     """The application; ``engine`` is an engine or a factory called at start-up (so the
     engine's recovery runs inside the server's lifespan)."""
@@ -599,7 +580,8 @@ def create_app(engine: Engine | Callable[[], Engine], *, close_engine: bool = Tr
         return the_engine.operations.cancel(operation)
 
     app.include_router(_containers_router(the_engine))
-    app.include_router(_images_router())
+    app.include_router(images_router(the_engine))
+    app.include_router(networks_router(the_engine))
     return app
 
 

@@ -25,9 +25,13 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+_PULL_DOC = "missing (pull when not in the store), always, or never (docs/api.md)"
+
+
 class PutRequest(_Body):
     state: Literal["present", "running", "stopped"] = "running"
     dry_run: bool = False
+    pull: Literal["missing", "always", "never"] = Field(default="missing", description=_PULL_DOC)
     spec: dict[str, Any] = Field(description=_SPEC_DOC)
 
 
@@ -35,6 +39,7 @@ class CreateRequest(_Body):
     name: str
     spec: dict[str, Any] = Field(description=_SPEC_DOC)
     start: bool = False
+    pull: Literal["missing", "always", "never"] = Field(default="missing", description=_PULL_DOC)
 
 
 class StopRequest(_Body):

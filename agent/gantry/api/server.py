@@ -17,15 +17,18 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from gantry.api.app import create_app
 from gantry.api.auth import PeerCertProtocol, RequireAuth, load_token_hashes, server_context
 from gantry.engine import Engine
+from gantry.engine.images import registry_options
+from gantry.engine.networking import config_from_settings
 
 __all__ = ["ServeError", "ServerSettings", "bind_tcp", "bind_unix", "serve"]
 
@@ -50,6 +53,9 @@ class ServerSettings:
     tokens: Path | None = None
     cgroup_parent: str = "/gantry"
     log_level: str = "info"
+    registries: Mapping[str, Any] | None = None
+    """The ``[registries]`` table of agent.toml (gantry.engine.images.registry_options)."""
+    network: Mapping[str, Any] | None = None
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -143,6 +149,10 @@ class _Server(uvicorn.Server):
 def serve(settings: ServerSettings) -> int:
     """Run the agent until SIGTERM or SIGINT; the exit status."""
     check_tcp_settings(settings)
+    try:
+        network = config_from_settings(settings.network, settings.root)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
     token_hashes: tuple[str, ...] = ()
     context = None
     if settings.listen is not None:
@@ -158,7 +168,12 @@ def serve(settings: ServerSettings) -> int:
     unix_sock = bind_unix(settings.socket)
     tcp_sock = bind_tcp(settings.listen) if settings.listen is not None else None
     try:
-        engine = Engine(settings.root, cgroup_parent=settings.cgroup_parent)
+        engine = Engine(
+            settings.root,
+            cgroup_parent=settings.cgroup_parent,
+            registries=registry_options(settings.registries),
+            network=network,
+        )
     except BaseException:
         unix_sock.close()
         with contextlib.suppress(OSError):

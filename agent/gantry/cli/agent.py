@@ -2,7 +2,12 @@
 
 Settings come from ``/etc/gantry/agent.toml`` (``--config``), and every key is also a
 flag; a flag wins over the file. Keys: ``root``, ``socket``, ``listen``, ``tls_cert``,
-``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``.
+``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``, and the
+``[registries]`` table (``insecure``, ``ca_files``, ``credentials``; flags
+``--insecure-registry HOST:PORT`` and ``--registry-ca HOST:PORT=FILE`` add to it), and the
+``[network]`` table (``default_subnet``, ``default_bridge``, ``cni_plugin_dirs``,
+``cni_config_dir``, ``nft_table``, ``subnet_pool``; flags ``--network-default-subnet`` …,
+``--cni-plugin-dir`` repeatable).
 """
 
 from __future__ import annotations
@@ -69,6 +74,21 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--log-level", dest="log_level", choices=LOG_LEVELS, help="log level (default info)"
     )
+    serve.add_argument(
+        "--insecure-registry",
+        dest="insecure_registries",
+        action="append",
+        metavar="HOST:PORT",
+        help="a registry reached over plain HTTP (loopback ones always are); repeatable",
+    )
+    serve.add_argument(
+        "--registry-ca",
+        dest="registry_cas",
+        action="append",
+        metavar="HOST:PORT=FILE",
+        help="a CA bundle (PEM) for one registry's TLS; repeatable",
+    )
+    _network_flags(serve)
     serve.set_defaults(handler=_serve)
     token = verbs.add_parser(
         "token", help="make a bearer token and append its hash to a token file"
@@ -80,6 +100,39 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=lambda _args: _usage(parser))
 
 
+NETWORK_FLAGS: Final = {
+    "default_subnet": ("--network-default-subnet", "subnet of the default network (10.88.0.0/16)"),
+    "default_bridge": ("--network-default-bridge", "bridge of the default network (gantry0)"),
+    "nft_table": ("--network-nft-table", "Gantry's nftables table, inet family (gantry)"),
+    "subnet_pool": ("--network-subnet-pool", "where new networks' /24s come from (10.90.0.0/15)"),
+    "cni_config_dir": ("--cni-config-dir", "CNI configuration directory (/etc/cni/net.d)"),
+}
+
+
+def _network_flags(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("network ([network] in the config file)")
+    for key, (flag, text) in NETWORK_FLAGS.items():
+        group.add_argument(flag, dest=f"network_{key}", metavar="VALUE", help=text)
+    group.add_argument(
+        "--cni-plugin-dir",
+        dest="network_cni_plugin_dirs",
+        action="append",
+        metavar="DIR",
+        help="where CNI plugins are (repeatable; default /usr/lib/cni)",
+    )
+
+
+def _network_settings(table: Any, args: argparse.Namespace, path: Path | None) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{path}: network must be a table ([network]), got {table!r}")
+    out = dict(table)
+    for key in (*NETWORK_FLAGS, "cni_plugin_dirs"):
+        value = getattr(args, f"network_{key}", None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
@@ -88,6 +141,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def load_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML file, then the flags."""
     settings: dict[str, Any] = dict(DEFAULTS)
+    network: Any = {}
     path: Path | None = args.config
     if path is None and DEFAULT_CONFIG.exists():
         path = DEFAULT_CONFIG
@@ -98,7 +152,13 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+        network = data.pop("network", {})
         for key, value in data.items():
+            if key == "registries":
+                if not isinstance(value, dict):
+                    raise SettingsError(f"{path}: [registries] must be a table")
+                settings["registries"] = value
+                continue
             if key not in PATH_KEYS + STRING_KEYS:
                 raise SettingsError(
                     f"{path}: unknown key {key!r} (known: {', '.join(PATH_KEYS + STRING_KEYS)})"
@@ -110,6 +170,7 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    _registry_flags(settings, args)
     if settings["log_level"] not in LOG_LEVELS:
         raise SettingsError(
             f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {settings['log_level']!r}"
@@ -117,13 +178,35 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
     for key in PATH_KEYS:
         if settings.get(key) is not None:
             settings[key] = Path(settings[key]).absolute()
+    settings["network"] = _network_settings(network, args, path)
     return settings
+
+
+def _registry_flags(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--insecure-registry`` and ``--registry-ca`` added to the ``[registries]`` table."""
+    insecure = getattr(args, "insecure_registries", None) or []
+    cas = getattr(args, "registry_cas", None) or []
+    if not insecure and not cas:
+        return
+    table = dict(settings.get("registries") or {})
+    if insecure:
+        table["insecure"] = [*table.get("insecure", []), *insecure]
+    if cas:
+        files = dict(table.get("ca_files", {}))
+        for text in cas:
+            host, sep, file = text.partition("=")
+            if not sep or not host or not file:
+                raise SettingsError(f"registry-ca: want HOST:PORT=FILE, got {text!r}")
+            files[host] = str(Path(file).absolute())
+        table["ca_files"] = files
+    settings["registries"] = table
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gantry.api.auth import TokenFileError
     from gantry.api.server import ServeError, ServerSettings, serve
     from gantry.engine import EngineError
+    from gantry.engine.images import RegistrySettingsError
 
     try:
         settings = load_settings(args)
@@ -139,7 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     try:
         return serve(ServerSettings(**settings))
-    except (ServeError, TokenFileError) as exc:
+    except (ServeError, TokenFileError, RegistrySettingsError) as exc:
         print(f"gantry agent serve: {exc}", file=sys.stderr)
         return 2
     except EngineError as exc:

@@ -10,7 +10,7 @@ import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import IO, Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
 __all__ = ["DEFAULT_URL", "AgentClient", "AgentError", "ClientSettings"]
@@ -95,7 +95,7 @@ class AgentClient:
         path: str,
         *,
         body: Any = None,
-        raw: bytes | None = None,
+        raw: bytes | IO[bytes] | None = None,
         query: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> http.client.HTTPResponse:
@@ -108,10 +108,12 @@ class AgentClient:
             if flat:
                 path = f"{path}?{urlencode(flat)}"
         headers = {"Accept": "application/json"}
-        data: bytes | None = None
+        data: bytes | IO[bytes] | None = None
         if raw is not None:
             data = raw
             headers["Content-Type"] = "application/x-tar"
+            if not isinstance(raw, bytes):  # a file, streamed by http.client
+                headers["Content-Length"] = str(os.fstat(raw.fileno()).st_size - raw.tell())
         elif body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"

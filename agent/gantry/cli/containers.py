@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from gantry.cli import networks
 from gantry.cli.client import DEFAULT_URL, AgentClient, AgentError, ClientSettings
 
 __all__ = ["VERBS", "register"]
@@ -46,7 +47,7 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-shares", dest="cpu_shares", type=int)
     parser.add_argument("--cpuset-cpus", dest="cpuset_cpus")
     parser.add_argument("--pids-limit", dest="pids_limit", type=int)
-    parser.add_argument("--network", help="none or host")
+    networks.add_spec_flags(parser)
     parser.add_argument("--restart", help="no, on-failure[:N], always, unless-stopped")
     parser.add_argument("-u", "--user")
     parser.add_argument("-w", "--workdir")
@@ -61,6 +62,12 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sysctl", action="append", default=[], metavar="K=V")
     parser.add_argument("--init", action="store_true")
     parser.add_argument("-t", "--tty", action="store_true")
+    parser.add_argument(
+        "--pull",
+        choices=("missing", "always", "never"),
+        default="missing",
+        help="pull the image before creating: missing (default), always, never",
+    )
     parser.add_argument("image_and_command", nargs=argparse.REMAINDER, metavar="[IMAGE] COMMAND")
 
 
@@ -115,8 +122,7 @@ def _build_spec(args: argparse.Namespace) -> dict[str, Any]:
     }
     if resources:
         spec["resources"] = resources
-    if args.network:
-        spec["network"] = {"mode": args.network}
+    networks.apply_spec_flags(args, spec)
     if args.cap_add or args.cap_drop:
         spec["capabilities"] = {"add": args.cap_add, "drop": args.cap_drop}
     for key in ("user", "workdir", "hostname", "stop_signal", "stop_timeout"):
@@ -167,7 +173,7 @@ def _create(
     args: argparse.Namespace, client: AgentClient, *, start: bool = False
 ) -> dict[str, Any]:
     name = args.name or _generated_name()
-    body = {"name": name, "spec": _build_spec(args), "start": start}
+    body = {"name": name, "spec": _build_spec(args), "start": start, "pull": args.pull}
     result: dict[str, Any] = client.request("POST", "/v1/containers", body=body)
     return result
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from gantry import __version__
-from gantry.cli import agent, checkconfig, containers
+from gantry.cli import agent, checkconfig, containers, images, networks
 
-SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, agent, containers)
+SUBCOMMANDS: tuple[ModuleType, ...] = (checkconfig, agent, containers, images, networks)
 
 Handler = Callable[[argparse.Namespace], int]
 

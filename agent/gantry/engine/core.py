@@ -28,13 +28,14 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from gantry.engine import bundle as bundles
-from gantry.engine import execs, sessions
+from gantry.engine import execs, networking, sessions
+from gantry.engine import images as engine_images
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine.events import EventLog
@@ -43,6 +44,9 @@ from gantry.engine.monitor import ExitMonitor
 from gantry.engine.operations import Operations
 from gantry.engine.plan import plan
 from gantry.engine.store import ContainerRow, Store
+from gantry.images.registry import RegistryOptions
+from gantry.images.service import ImageService
+from gantry.network import NetworkConfig
 from gantry.runtime import state as st
 from gantry.runtime import supervisor, tini
 from gantry.runtime.cgroups import CgroupError, layout, open_cgroup
@@ -72,7 +76,14 @@ _STEP_FIELDS: Final = {
 
 
 class Engine:
-    def __init__(self, root: Path, *, cgroup_parent: str = "/gantry") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        cgroup_parent: str = "/gantry",
+        registries: RegistryOptions | None = None,
+        network: NetworkConfig | None = None,
+    ) -> None:
         self.root = root
         self.cgroup_parent = cgroup_parent
         self.containers_dir = root / "containers"
@@ -97,10 +108,14 @@ class Engine:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(mode=0o700)
         self.store = Store(root / "state.db")
+        self.images = ImageService(root / "images", registries)
         self.events = EventLog(self.store)
         self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
         self.monitor = ExitMonitor(self._on_exit)
         self.operations = Operations()
+        self.net = networking.Networking(
+            network or networking.config_from_settings(None, root), self._peer_network
+        )
         self.recover()
 
     def close(self) -> None:
@@ -184,6 +199,7 @@ class Engine:
         re-adopt running containers, record exits that happened meanwhile, apply restart
         policies, and remove what a crash left half-done."""
         rows = {row.id: row for row in self.store.containers()}
+        self._network_recover(rows.values())
         for entry in list(self.containers_dir.iterdir()):
             if entry.name not in rows:  # staged by a create that never committed
                 _log.info("removing the bundle %s: no container owns it", entry)
@@ -192,6 +208,7 @@ class Engine:
             if runtime.id not in rows:
                 _log.info("removing the runtime container %s: no container owns it", runtime.id)
                 self._delete_runtime(runtime)
+        engine_images.recover(self, rows)
         for row in rows.values():
             with self._locked(row.name):
                 self._recover_one(row)
@@ -335,6 +352,7 @@ class Engine:
         return record
 
     def _delete_runtime(self, runtime: supervisor.Container) -> None:
+        self._network_down(runtime.id)
         try:
             with supervisor.locked(self.runtime_root, runtime.id) as fresh:
                 supervisor.delete(fresh, force=True)
@@ -342,6 +360,34 @@ class Engine:
             pass
         except (supervisor.RuntimeError_, CgroupError, OSError) as exc:
             _log.warning("container %s: cleaning up its runtime state: %s", runtime.id, exc)
+
+    # --- network (see gantry.engine.networking) ---------------------------------------------
+
+    def _network_up(self, row: ContainerRow, pid: int) -> None:
+        """Attach a created, not yet started container; on failure delete it again."""
+        try:
+            self.net.up(row.id, row.name, row.spec, pid, self.bundle_dir(row))
+        except BaseException:
+            self._delete_runtime_id(row.id)
+            raise
+
+    def _network_down(self, container_id: str) -> None:
+        self.net.down(container_id)
+
+    def _network_recover(self, rows: Iterable[ContainerRow]) -> None:
+        live = set()
+        for row in rows:
+            runtime = self._runtime(row)
+            if runtime is not None and runtime.status in RUNNING_STATES:
+                live.add(row.id)
+        self.net.recover(live)
+
+    def _peer_network(self, name: str) -> tuple[str, bool] | None:
+        row = self.store.get(name)
+        if row is None:
+            return None
+        runtime = self._runtime(row)
+        return row.id, runtime is not None and runtime.status in RUNNING_STATES
 
     # --- health -------------------------------------------------------------------------------
 
@@ -382,7 +428,10 @@ class Engine:
                 "spec.healthcheck",
             )
         container_id = uuid.uuid4().hex
-        config = bundles.config_for(spec, container_id, self.cgroup_parent)
+        config = bundles.config_for(
+            engine_images.with_rootfs(self, spec, container_id), container_id, self.cgroup_parent
+        )
+        self.net.configure(config, spec, self.containers_dir / container_id)
         try:
             runtime_spec = bundles.spec_from_data(config)
             tini.init_binary(runtime_spec)
@@ -395,8 +444,10 @@ class Engine:
         staged = self.tmp / container_id
         staged.mkdir(mode=0o700)
         try:
+            engine_images.prepare_snapshot(self, container_id, spec)
             st.write_atomic(staged / bundles.CONFIG_FILE, json.dumps(config, indent=2), mode=0o600)
             (staged / bundles.LOG_FILE).touch(mode=0o600)
+            self.net.prepare_files(staged, spec)
             row = ContainerRow(
                 id=container_id,
                 name=name,
@@ -416,6 +467,7 @@ class Engine:
                 raise
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
+            engine_images.discard_snapshot(self, container_id)
             raise
         if announce:
             self.events.emit("create", name, container_id)
@@ -429,7 +481,9 @@ class Engine:
         if leftover is not None:
             self._delete_runtime(leftover)
         directory = self.bundle_dir(row)
+        engine_images.ensure_mounted(self, row)
         spec = bundles.spec_for(directory)
+        self.net.check_peer(row.spec)  # container:<name> joins a running peer (else 409)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         log = os.open(
             directory / bundles.LOG_FILE,
@@ -455,6 +509,7 @@ class Engine:
         finally:
             os.close(null)
             os.close(log)
+        self._network_up(row, recorded.pid)
         try:
             with supervisor.locked(self.runtime_root, row.id) as runtime:
                 supervisor.start(runtime)
@@ -543,6 +598,8 @@ class Engine:
         with self.store.transaction() as db:
             self.store.delete(db, row.id)
         shutil.rmtree(doomed, ignore_errors=True)
+        if row.spec.get("image") is not None:
+            engine_images.discard_snapshot(self, row.id)
         self._backoff.pop(row.id, None)
         if event:
             self.events.emit("destroy", row.name, row.id)
@@ -551,9 +608,14 @@ class Engine:
 
     # --- the verbs -------------------------------------------------------------------------
 
-    def create(self, name: str, raw_spec: Any, *, start: bool = False) -> dict[str, Any]:
+    def create(
+        self, name: str, raw_spec: Any, *, start: bool = False, pull: str = "missing"
+    ) -> dict[str, Any]:
         specs.validate_name(name)
-        spec = specs.normalise(raw_spec, name=name)
+        engine_images.pull_for_apply(self, raw_spec, pull, dry_run=False)
+        spec = specs.normalise(
+            raw_spec, name=name, image_resolver=engine_images.resolver(self.images)
+        )
         with self._locked(name):
             row = self._create_locked(
                 name, spec, "running" if start else "present", announce=not start
@@ -711,13 +773,26 @@ class Engine:
     # --- desired state -----------------------------------------------------------------------
 
     def apply(
-        self, name: str, raw_spec: Any, state: Any = "running", *, dry_run: bool = False
+        self,
+        name: str,
+        raw_spec: Any,
+        state: Any = "running",
+        *,
+        dry_run: bool = False,
+        pull: str = "missing",
     ) -> dict[str, Any]:
         """Converge the container ``name`` to ``raw_spec`` in ``state``; see docs/api.md."""
         specs.validate_name(name)
         if not isinstance(state, str):
             raise Invalid(f"state: must be present, running or stopped, got {state!r}", "state")
-        desired = specs.normalise(raw_spec, name=name)
+        pulled = engine_images.pull_for_apply(self, raw_spec, pull, dry_run=dry_run)
+        if pulled == "pending":  # a dry run: the image's config is not known before a pull
+            row = self.store.get(name)
+            status = None if row is None else self.status(row)
+            return engine_images.dry_run_pending(self, name, state, row, status)
+        desired = specs.normalise(
+            raw_spec, name=name, image_resolver=engine_images.resolver(self.images)
+        )
         with self._locked(name):
             row = self.store.get(name)
             status = None if row is None else self.status(row)
@@ -729,12 +804,14 @@ class Engine:
                 resources_in_place=self.resources_in_place,
             )
             after_status = _predict(status, the_plan.actions)
-            fields = [f"spec.{field}" for field in the_plan.fields]
+            fields = [
+                field if field == "image_id" else f"spec.{field}" for field in the_plan.fields
+            ]
             if status != after_status:
                 fields.append("state")
             result: dict[str, Any] = {
-                "changed": bool(the_plan.actions),
-                "actions": list(the_plan.actions),
+                "changed": bool(the_plan.actions) or pulled is not None,
+                "actions": ([pulled] if pulled else []) + list(the_plan.actions),
                 "diff": {
                     "before": None if row is None else {"state": status, "spec": row.spec},
                     "after": {"state": after_status, "spec": desired},
@@ -780,7 +857,10 @@ class Engine:
 
     def _update_locked(self, row: ContainerRow, desired: dict[str, Any]) -> None:
         changed_resources = row.spec["resources"] != desired["resources"]
-        config = bundles.config_for(desired, row.id, self.cgroup_parent)
+        config = bundles.config_for(
+            engine_images.with_rootfs(self, desired, row.id), row.id, self.cgroup_parent
+        )
+        self.net.configure(config, desired, self.bundle_dir(row))
         if changed_resources:
             runtime = self._runtime(row)
             if runtime is not None and runtime.status in RUNNING_STATES:
@@ -833,6 +913,7 @@ class Engine:
             "name": row.name,
             "created_at": row.created_at,
             "spec": row.spec,
+            "image_id": row.spec.get("image_id"),
             "desired_state": row.desired_state,
             "state": {
                 "status": status,
@@ -851,10 +932,11 @@ class Engine:
             },
             "paths": {
                 "bundle": str(directory),
-                "rootfs": row.spec["rootfs"],
+                "rootfs": engine_images.rootfs_of(self, row.spec, row.id),
                 "log": str(directory / bundles.LOG_FILE),
             },
             "cgroup": cgroup,
+            "network_settings": self.net.settings(row.id),
         }
 
     def list(

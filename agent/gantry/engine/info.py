@@ -59,7 +59,7 @@ def host_info(engine: Engine) -> dict[str, Any]:
             "root_disk_free_bytes": disk.f_bavail * disk.f_frsize,
         },
         "features": {
-            "images": False,
+            "images": True,
             "network": False,
             "exec": engine.exec_available,
             "log_timestamps": False,

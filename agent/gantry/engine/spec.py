@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from gantry.engine import networking
 from gantry.engine.errors import Invalid
 from gantry.linux import fs
 from gantry.runtime import users
@@ -52,6 +53,7 @@ IN_PLACE_FIELDS: Final = frozenset(
 
 SPEC_FIELDS: Final = (
     "image",
+    "image_id",
     "rootfs",
     "entrypoint",
     "command",
@@ -73,6 +75,7 @@ SPEC_FIELDS: Final = (
     "tty",
     "network",
     "ports",
+    "dns",
     "sysctls",
 )
 
@@ -388,20 +391,6 @@ def _healthcheck(value: Any, field: str) -> dict[str, Any] | None:
     }
 
 
-def _network(value: Any, field: str) -> dict[str, Any]:
-    raw = _object(value, field, ("mode",))
-    mode = raw.get("mode", "none")
-    if mode not in ("none", "host"):
-        if isinstance(mode, str) and mode:
-            raise Invalid(
-                f"{field}.mode: {mode!r} needs container networking, which is not available on "
-                "this agent yet; use 'none' or 'host'",
-                f"{field}.mode",
-            )
-        raise Invalid(f"{field}.mode: must be 'none' or 'host', got {mode!r}", f"{field}.mode")
-    return {"mode": mode}
-
-
 def _sysctls(value: Any, field: str, network_mode: str) -> dict[str, str]:
     out = _str_map(value, field)
     for key in out:
@@ -413,9 +402,12 @@ def _sysctls(value: Any, field: str, network_mode: str) -> dict[str, str]:
                 f"{field}.{key}: not a namespaced sysctl; a container cannot set it",
                 f"{field}.{key}",
             )
-        if key.startswith("net.") and network_mode == "host":
+        if key.startswith("net.") and (
+            network_mode == "host" or network_mode.startswith("container:")
+        ):
             raise Invalid(
-                f"{field}.{key}: net.* sysctls need a private network (network.mode none)",
+                f"{field}.{key}: net.* sysctls need a network namespace of the container's "
+                "own (network.mode bridge or none)",
                 f"{field}.{key}",
             )
     return out
@@ -455,33 +447,45 @@ def normalise(
     name: str,
     prefix: str = "spec",
     rootfs_check: Callable[[str], bool] | None = None,
+    image_resolver: Callable[[str, Mapping[str, Any], str], tuple[Mapping[str, Any], str]]
+    | None = None,
 ) -> dict[str, Any]:
     """The canonical form of a container spec; :class:`Invalid` naming the field otherwise.
 
     ``rootfs_check`` decides whether a rootfs path is usable (default: it is a directory).
+    ``image_resolver(image, raw_spec, prefix)`` answers the raw spec with the image's
+    config merged in and the image's id (``gantry.engine.images.resolver``).
     """
     spec = _object(raw, prefix, SPEC_FIELDS)
     out: dict[str, Any] = {}
     image = spec.get("image")
     rootfs = spec.get("rootfs")
     if image is not None:
+        # The image's config merged in (Docker's rules); "image_id" on input is ignored.
         _str(image, f"{prefix}.image")
-        raise Invalid(
-            f"{prefix}.image: images are not available on this agent yet: give {prefix}.rootfs, "
-            "a directory holding the root filesystem",
-            f"{prefix}.image",
-        )
-    if rootfs is None:
-        raise Invalid(
-            f"{prefix}.rootfs: is required (or, once images are available, {prefix}.image)",
-            f"{prefix}.rootfs",
-        )
-    rootfs_path = _absolute(rootfs, f"{prefix}.rootfs")
-    check = rootfs_check or (lambda path: Path(path).is_dir())
-    if not check(rootfs_path):
-        raise Invalid(f"{prefix}.rootfs: {rootfs_path} is not a directory", f"{prefix}.rootfs")
-    out["image"] = None
-    out["rootfs"] = rootfs_path
+        if rootfs is not None:
+            raise Invalid(
+                f"{prefix}.image: give {prefix}.image or {prefix}.rootfs, not both",
+                f"{prefix}.image",
+            )
+        if image_resolver is None:
+            raise Invalid(f"{prefix}.image: images are not available here", f"{prefix}.image")
+        merged, image_id = image_resolver(image, spec, prefix)
+        spec = dict(merged)
+        out["image"] = image
+        out["image_id"] = image_id
+        out["rootfs"] = None
+        rootfs_path = ""
+    else:
+        if rootfs is None:
+            raise Invalid(f"{prefix}.rootfs: is required (or {prefix}.image)", f"{prefix}.rootfs")
+        rootfs_path = _absolute(rootfs, f"{prefix}.rootfs")
+        check = rootfs_check or (lambda path: Path(path).is_dir())
+        if not check(rootfs_path):
+            raise Invalid(f"{prefix}.rootfs: {rootfs_path} is not a directory", f"{prefix}.rootfs")
+        out["image"] = None
+        out["image_id"] = None
+        out["rootfs"] = rootfs_path
     out["entrypoint"] = _argv(spec.get("entrypoint"), f"{prefix}.entrypoint")
     out["command"] = _argv(spec.get("command"), f"{prefix}.command")
     if not out["entrypoint"] and not out["command"]:
@@ -514,12 +518,17 @@ def normalise(
     out["tty"] = _bool(spec.get("tty", False), f"{prefix}.tty")
     if out["tty"]:
         raise _not_yet(f"{prefix}.tty", "terminals are")
-    out["network"] = _network(spec.get("network"), f"{prefix}.network")
-    ports = spec.get("ports")
-    if ports is not None and not isinstance(ports, list):
-        raise _type_error(f"{prefix}.ports", "a list", ports)
-    if ports:
-        raise _not_yet(f"{prefix}.ports", "publishing ports needs container networking, which is")
-    out["ports"] = []
+    out["network"] = networking.normalise_network(spec.get("network"), f"{prefix}.network")
+    out["ports"] = networking.normalise_ports(
+        spec.get("ports"), f"{prefix}.ports", out["network"]["mode"]
+    )
+    out["dns"] = networking.normalise_dns(spec.get("dns"), f"{prefix}.dns")
     out["sysctls"] = _sysctls(spec.get("sysctls"), f"{prefix}.sysctls", out["network"]["mode"])
     return out
+
+
+# Public names for the image merge (gantry.engine.images) that validates like this module.
+argv = _argv
+str_map = _str_map
+absolute = _absolute
+text = _str

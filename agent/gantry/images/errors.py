@@ -21,3 +21,15 @@ class NotFound(ImageError):
 
 class RegistryError(ImageError):
     """A registry answered with an error (or not at all)."""
+
+
+class CertificateError(RegistryError):
+    """A registry's TLS certificate could not be verified (unknown CA, wrong name, expired)."""
+
+
+class ImageInUse(ImageError):
+    """An image cannot be removed: containers use it (``containers`` names them)."""
+
+    def __init__(self, message: str, containers: list[str]) -> None:
+        super().__init__(message)
+        self.containers = containers

@@ -56,7 +56,10 @@ def _tag(store: ContentStore, image: ImageRecord, names: list[str]) -> tuple[str
 
 
 def _resolve_manifests(
-    store: ContentStore, desc: dict[str, Any], platform: tuple[str, str, str] | None
+    store: ContentStore,
+    desc: dict[str, Any],
+    platform: oci.Platform | None,
+    what: str = "index",
 ) -> str:
     """Follow indexes from ``desc`` down to one image manifest digest."""
     for _depth in range(4):
@@ -64,10 +67,59 @@ def _resolve_manifests(
         doc = store.read_json(digest)
         media = oci.media_type_of(doc, str(desc.get("mediaType", "")))
         if media in oci.INDEXES:
-            desc = oci.pick_platform(doc, platform)
+            desc = oci.pick_platform(doc, platform, what=what)
             continue
         return digest
     raise ImageError("indexes nested too deeply")
+
+
+def _is_index(store: ContentStore, desc: object) -> bool:
+    if not isinstance(desc, dict):
+        return False
+    try:
+        doc = store.read_json(dg.validate(desc.get("digest"), "manifest descriptor digest"))
+    except ImageError:
+        return False
+    return oci.media_type_of(doc, str(desc.get("mediaType", ""))) in oci.INDEXES
+
+
+_CONTAINERD_NAME: Final = "io.containerd.image.name"
+
+
+def _entry_name(desc: dict[str, Any]) -> str:
+    annotations = desc.get("annotations")
+    if not isinstance(annotations, dict):
+        return ""
+    full = annotations.get(_CONTAINERD_NAME)
+    if isinstance(full, str) and full:
+        return full
+    ref_name = annotations.get(oci.REF_NAME)
+    return ref_name if isinstance(ref_name, str) else ""
+
+
+def _pick_platforms(manifests: list[Any], platform: oci.Platform | None) -> list[dict[str, Any]]:
+    """The entries of a layout's ``index.json`` to import: each one, except that entries
+    carrying a ``platform`` under one name (a flattened multi-platform image, as some
+    tools write) count as one index of which the wanted platform is taken."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    for desc in manifests:
+        if not isinstance(desc, dict):
+            raise ImageError("index.json: a manifest descriptor is not an object")
+        if isinstance(desc.get("platform"), dict):
+            group = groups.setdefault(_entry_name(desc), [])
+            if not group:
+                out.append(desc)  # its place in the order; replaced below
+            group.append(desc)
+        else:
+            out.append(desc)
+    for name, group in groups.items():
+        if len(group) > 1:
+            chosen = oci.pick_platform(
+                {"manifests": group}, platform, what=f"index.json {name or '(unnamed)'}"
+            )
+            out[out.index(group[0])] = chosen
+    return out
 
 
 # --- OCI image layout -------------------------------------------------------------------
@@ -78,7 +130,7 @@ def import_oci_layout(
     path: Path,
     *,
     name: str | None = None,
-    platform: tuple[str, str, str] | None = None,
+    platform: oci.Platform | None = None,
 ) -> list[Imported]:
     """Import every image of an OCI layout (a directory or a tar of one).
 
@@ -101,26 +153,24 @@ def _import_index(
     store: ContentStore,
     index: dict[str, Any],
     name: str | None,
-    platform: tuple[str, str, str] | None,
+    platform: oci.Platform | None,
 ) -> list[Imported]:
     manifests = index.get("manifests")
     if not isinstance(manifests, list) or not manifests:
         raise ImageError("index.json: no manifests")
+    chosen = _pick_platforms(manifests, platform)
     out = []
-    for desc in manifests:
-        if not isinstance(desc, dict):
-            raise ImageError("index.json: a manifest descriptor is not an object")
-        digest = _resolve_manifests(store, desc, platform)
+    for desc in chosen:
+        ref_name = _entry_name(desc)
+        digest = _resolve_manifests(store, desc, platform, f"index.json {ref_name or '(unnamed)'}")
         image = oci.register_manifest(store, digest)
-        annotations = desc.get("annotations") or {}
-        ref_name = annotations.get(oci.REF_NAME) if isinstance(annotations, dict) else None
         names = []
         if isinstance(ref_name, str) and ref_name:
             if "/" in ref_name or (":" in ref_name and not ref_name.startswith(":")):
                 names.append(ref_name)
             elif name is not None:
                 names.append(f"{refs.parse(name, 'name').name}:{ref_name}")
-        elif name is not None and len(manifests) == 1:
+        elif name is not None and len(chosen) == 1:
             names.append(name)
         out.append(Imported(image, _tag(store, image, names)))
     return out
@@ -245,13 +295,23 @@ def export_oci_layout(
 
 
 def import_docker_archive(
-    store: ContentStore, path: Path, *, platform: tuple[str, str, str] | None = None
+    store: ContentStore, path: Path, *, platform: oci.Platform | None = None
 ) -> list[Imported]:
     """Import a ``docker save`` archive (either form); images are tagged with RepoTags."""
     with store.lease() as lease:
         small = _read_archive(store, path, lease)
         files: dict[str, str] = json.loads(small["\0files"])
         raw = small.get("manifest.json")
+        layout_index = (
+            oci.parse_json(small["index.json"], "index.json") if "index.json" in small else {}
+        )
+        entries_of_index = layout_index.get("manifests")
+        if isinstance(entries_of_index, list) and any(
+            _is_index(store, desc) for desc in entries_of_index
+        ):
+            # Docker 25+ (containerd store) saves multi-platform images as an index beside
+            # manifest.json: take the wanted platform from it.
+            return _import_index(store, layout_index, None, platform)
         if raw is None:
             if "index.json" in small:  # an OCI layout after all
                 return _import_index(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform as host_platform
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -37,8 +38,8 @@ REF_NAME: Final = "org.opencontainers.image.ref.name"
 _ARCH: Final = {
     "x86_64": ("amd64", ""),
     "amd64": ("amd64", ""),
-    "aarch64": ("arm64", "v8"),
-    "arm64": ("arm64", "v8"),
+    "aarch64": ("arm64", ""),
+    "arm64": ("arm64", ""),
     "armv7l": ("arm", "v7"),
     "armv6l": ("arm", "v6"),
     "ppc64le": ("ppc64le", ""),
@@ -48,7 +49,11 @@ _ARCH: Final = {
 }
 
 
-def host_platform_tuple() -> tuple[str, str, str]:
+Platform = tuple[str, str, str]
+"""``(os, architecture, variant)`` in OCI terms; the variant may be empty."""
+
+
+def host_platform_tuple() -> Platform:
     """``(os, architecture, variant)`` of this host in OCI terms."""
     machine = host_platform.machine()
     arch, variant = _ARCH.get(machine, (machine, ""))
@@ -59,45 +64,93 @@ def platform_string(os_name: str, arch: str, variant: str = "") -> str:
     return f"{os_name}/{arch}" + (f"/{variant}" if variant else "")
 
 
+_ARCH_ALIASES: Final = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386"}
+_OS: Final = re.compile(r"^[a-z0-9]+$")
+_ARM_VARIANTS: Final = ("v8", "v7", "v6", "v5")
+
+
+def parse_platform(value: str | Platform | None, field: str = "platform") -> Platform | None:
+    """``"linux/arm64/v8"`` (or ``"linux/amd64"``, or a tuple) as a :data:`Platform`;
+    ``None`` stays ``None`` (the host's). A bad value raises :class:`ImageError` naming
+    ``field``."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        parts = list(value)
+    elif isinstance(value, str):
+        parts = value.split("/")
+    else:
+        raise ImageError(f"{field}: not a platform: {value!r}")
+    if len(parts) == 2:
+        parts.append("")
+    if len(parts) != 3 or not all(isinstance(p, str) for p in parts):
+        raise ImageError(f"{field}: expected os/architecture[/variant], got {value!r}")
+    os_name, arch, variant = (str(p).strip().lower() for p in parts)
+    arch = _ARCH_ALIASES.get(arch, arch)
+    if not _OS.match(os_name) or not _OS.match(arch) or (variant and not _OS.match(variant)):
+        raise ImageError(f"{field}: expected os/architecture[/variant], got {value!r}")
+    if arch == "arm64" and variant == "v8":
+        variant = ""  # arm64 has only v8: "linux/arm64/v8" and "linux/arm64" are one platform
+    return os_name, arch, variant
+
+
+def _variant_rank(arch: str, want: str, got: str) -> float:
+    """How well an index entry's variant ``got`` fits the wanted ``want`` (higher is
+    better, 0 means it cannot run). 32-bit arm runs older variants (a v7 host runs v6 and
+    v5 images, preferring the newest); arm64 is always v8."""
+    if arch == "arm64":
+        return 3.0 if got in ("", "v8") else 0.0
+    if got == want:
+        return 3.0
+    if arch == "arm" and want in _ARM_VARIANTS and got in _ARM_VARIANTS:
+        older = _ARM_VARIANTS.index(got) - _ARM_VARIANTS.index(want)
+        return 2.0 - older / 10 if older > 0 else 0.0
+    if not got or not want:
+        return 1.0
+    return 0.0
+
+
 def pick_platform(
-    index: dict[str, Any], want: tuple[str, str, str] | None = None
+    index: dict[str, Any], want: Platform | None = None, *, what: str = "index"
 ) -> dict[str, Any]:
-    """The descriptor of ``index`` for platform ``want`` (the host's by default)."""
-    os_name, arch, variant = want or host_platform_tuple()
+    """The descriptor of ``index`` for platform ``want`` (the host's by default); a
+    platform the index lacks raises :class:`NotFound` listing the ones it has."""
+    os_name, arch, variant = parse_platform(want) or host_platform_tuple()
     manifests = index.get("manifests")
     if not isinstance(manifests, list) or not manifests:
-        raise ImageError("index: no manifests")
-    candidates = []
+        raise ImageError(f"{what}: no manifests")
+    best: tuple[float, dict[str, Any]] | None = None
     for desc in manifests:
         if not isinstance(desc, dict):
             continue
         plat = desc.get("platform")
         if not isinstance(plat, dict):
             continue
-        if plat.get("os") != os_name or plat.get("architecture") != arch:
+        got_arch = _ARCH_ALIASES.get(str(plat.get("architecture", "")), plat.get("architecture"))
+        if plat.get("os") != os_name or got_arch != arch:
             continue
-        got_variant = plat.get("variant", "")
-        score = 2 if got_variant == variant else 1 if not got_variant or not variant else 0
-        if score:
-            candidates.append((score, desc))
-    if candidates:
-        candidates.sort(key=lambda item: -item[0])
-        return candidates[0][1]
+        score = _variant_rank(arch, variant, str(plat.get("variant", "") or ""))
+        if score and (best is None or score > best[0]):
+            best = (score, desc)
+    if best is not None:
+        return best[1]
     plain = [d for d in manifests if isinstance(d, dict) and "platform" not in d]
     if len(plain) == 1:
         return plain[0]
     available = sorted(
         platform_string(
-            d["platform"].get("os", "?"),
-            d["platform"].get("architecture", "?"),
-            d["platform"].get("variant", ""),
+            str(d["platform"].get("os", "?")),
+            str(d["platform"].get("architecture", "?")),
+            str(d["platform"].get("variant", "") or ""),
         )
         for d in manifests
-        if isinstance(d, dict) and isinstance(d.get("platform"), dict)
+        if isinstance(d, dict)
+        and isinstance(d.get("platform"), dict)
+        and d["platform"].get("os") != "unknown"  # BuildKit's attestation manifests
     )
     raise NotFound(
-        f"no image for {platform_string(os_name, arch, variant)} "
-        f"(available: {', '.join(available)})"
+        f"{what}: no image for platform {platform_string(os_name, arch, variant)} "
+        f"(the index has: {', '.join(available) or 'no platforms'})"
     )
 
 

@@ -28,12 +28,14 @@ from typing import Any, Final
 
 from gantry.images import digest as dg
 from gantry.images import oci
-from gantry.images.errors import DigestMismatch, ImageError, RegistryError
+from gantry.images.errors import CertificateError, DigestMismatch, ImageError, RegistryError
 from gantry.images.reference import DEFAULT_REGISTRY, Reference
 from gantry.images.store import ContentStore, ImageRecord
 
 Progress = Callable[[dict[str, Any]], None]
-"""Called with events: ``{"action": "pull"|"push", "digest", "status", "current", "total"}``."""
+"""Called with one dict per step (see docs/images.md, "Progress"):
+``{"action": "pull"|"push", "digest": "sha256:…", "status": "exists"|"downloading"|
+"uploading"|"done", "current": bytes so far, "total": bytes or None}``."""
 
 MANIFEST_ACCEPT: Final = ", ".join(
     (oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_LIST, oci.DOCKER_MANIFEST)
@@ -62,6 +64,21 @@ class RegistryOptions:
     ca_files: dict[str, Path] = field(default_factory=dict)
     """Extra CA bundle by registry host (``*`` for every registry)."""
     timeout: float = 60.0
+
+
+def plain_http_allowed(registry: str, insecure: frozenset[str] | set[str]) -> bool:
+    """Whether ``registry`` (``host[:port]``) may be spoken to over plain HTTP: only a
+    loopback registry (as Docker allows) or one named in ``insecure`` (by ``host:port``,
+    or by ``host`` alone for every port)."""
+    return is_loopback(registry) or listed_insecure(registry, insecure)
+
+
+def listed_insecure(registry: str, insecure: frozenset[str] | set[str]) -> bool:
+    """Whether ``registry`` is named in ``insecure`` (as ``host:port`` or ``host``)."""
+    host = registry[: registry.index("]") + 1] if registry.startswith("[") else registry
+    if not registry.startswith("[") and registry.count(":") == 1:
+        host = registry.split(":", 1)[0]
+    return registry in insecure or host in insecure
 
 
 def is_loopback(host: str) -> bool:
@@ -124,25 +141,38 @@ class RegistryClient:
         return _DOCKER_HUB if registry == DEFAULT_REGISTRY else registry
 
     def _plain_allowed(self, registry: str) -> bool:
-        return is_loopback(registry) or registry in self.options.insecure
+        return plain_http_allowed(registry, self.options.insecure)
 
-    def _ssl_context(self, registry: str) -> ssl.SSLContext:
-        ca = self.options.ca_files.get(registry) or self.options.ca_files.get("*")
+    def _ssl_context(self, *names: str) -> ssl.SSLContext:
+        """The system CAs plus the configured CA files of ``names`` (or ``*``). A registry
+        named insecure is not verified at all, as Docker does (loopback ones are)."""
         context = ssl.create_default_context()
-        if ca is not None:
-            context.load_verify_locations(cafile=str(ca))
+        if any(listed_insecure(name, self.options.insecure) for name in names[:1]):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        cas = {self.options.ca_files[n] for n in names if n in self.options.ca_files}
+        if not cas and "*" in self.options.ca_files:
+            cas.add(self.options.ca_files["*"])
+        for ca in sorted(cas):
+            try:
+                context.load_verify_locations(cafile=str(ca))
+            except (OSError, ssl.SSLError) as exc:
+                raise RegistryError(f"ca_files: cannot load {ca}: {exc}") from None
         return context
 
-    def _connect(self, scheme: str, netloc: str, registry: str) -> http.client.HTTPConnection:
+    def _connect(
+        self, scheme: str, netloc: str, registry: str, trust: str = ""
+    ) -> http.client.HTTPConnection:
         timeout = self.options.timeout
         if scheme == "https":
             return http.client.HTTPSConnection(
-                netloc, timeout=timeout, context=self._ssl_context(registry)
+                netloc, timeout=timeout, context=self._ssl_context(registry, trust or registry)
             )
         if not self._plain_allowed(registry):
             raise RegistryError(
-                f"registry {registry}: plain HTTP is allowed only for loopback "
-                "or insecure registries"
+                f"registry {registry}: plain HTTP is allowed only for registries on loopback "
+                "or named in the agent's insecure registries"
             )
         return http.client.HTTPConnection(netloc, timeout=timeout)
 
@@ -153,15 +183,25 @@ class RegistryClient:
         url: str,
         headers: dict[str, str],
         body: Any = None,
+        trust: str = "",
     ) -> _Response:
-        """One request, following redirects (without our credentials to another host)."""
+        """One request, following redirects (without our credentials to another host).
+        HTTPS is verified with ``registry``'s CA files and those of ``trust`` (the
+        registry a token server serves, as Docker trusts it with the registry's CA)."""
         for _hop in range(5):
             parts = urllib.parse.urlsplit(url)
-            conn = self._connect(parts.scheme, parts.netloc, registry)
+            conn = self._connect(parts.scheme, parts.netloc, registry, trust)
             target = parts.path + (f"?{parts.query}" if parts.query else "")
             try:
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
+            except ssl.SSLCertVerificationError as exc:
+                conn.close()
+                raise CertificateError(
+                    f"registry {registry}: TLS certificate of {parts.netloc} not trusted: "
+                    f"{exc.verify_message or exc.reason} (give the CA that signed it in "
+                    f"ca_files for {registry})"
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 raise RegistryError(f"registry {registry}: {method} {url}: {exc}") from None
@@ -188,12 +228,20 @@ class RegistryClient:
         return f"{scheme}://{self._host(registry)}"
 
     def _probe_scheme(self, registry: str) -> str:
+        """HTTPS, unless the registry may use plain HTTP and does not speak TLS at all. A
+        registry that speaks TLS with a certificate we cannot verify is an error, not a
+        reason to fall back."""
         try:
             self._send(registry, "GET", f"https://{self._host(registry)}/v2/", {}).close()
             return "https"
-        except RegistryError:
+        except CertificateError:
+            raise
+        except RegistryError as exc:
             if not self._plain_allowed(registry):
-                raise
+                raise RegistryError(
+                    f"{exc}; plain HTTP is allowed only for registries on loopback or named "
+                    "in the agent's insecure registries"
+                ) from None
         return "http"
 
     def request(
@@ -224,6 +272,10 @@ class RegistryClient:
             if hasattr(body, "seek"):
                 body.seek(0)
             resp = self._send(ref.registry, method, url, sent, body)
+            if resp.status in (401, 403) and resp.status not in ok:
+                detail = _error_detail(resp.read(64 << 10))
+                self._forget(ref.registry)
+                raise RegistryError(self._denied(ref, push, resp.status, detail))
         if resp.status not in ok:
             detail = _error_detail(resp.read(64 << 10))
             raise RegistryError(
@@ -231,6 +283,26 @@ class RegistryClient:
                 f"HTTP {resp.status}{detail}"
             )
         return resp
+
+    def _denied(self, ref: Reference, push: bool, status: int, detail: str) -> str:
+        creds = self.options.credentials.get(ref.registry)
+        verb = "push to" if push else "pull from"
+        if creds is None:
+            return (
+                f"registry {ref.registry}: authentication required to {verb} "
+                f"{ref.repository} and no credentials are configured for {ref.registry} "
+                f"(HTTP {status}{detail})"
+            )
+        return (
+            f"registry {ref.registry}: access denied for user {creds.username!r} "
+            f"to {verb} {ref.repository}: wrong username or password, or no "
+            f"{'push' if push else 'pull'} right (HTTP {status}{detail})"
+        )
+
+    def _forget(self, registry: str) -> None:
+        with self._lock:
+            for key in [k for k in self._tokens if k[0] == registry]:
+                del self._tokens[key]
 
     def _cached_auth(self, registry: str, scope: str) -> str | None:
         with self._lock:
@@ -243,7 +315,8 @@ class RegistryClient:
         if scheme.lower() == "basic":
             if creds is None:
                 raise RegistryError(
-                    f"registry {registry}: authentication required (no credentials configured)"
+                    f"registry {registry}: authentication required (HTTP Basic) and no "
+                    f"credentials are configured for {registry}"
                 )
             token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             auth = f"Basic {token}"
@@ -254,13 +327,15 @@ class RegistryClient:
             raise RegistryError(
                 f"registry {registry}: unsupported authentication challenge {challenge!r}"
             )
-        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        # Ask for what this operation needs (pull, or pull and push) up front, and for
+        # what the challenge names if that is something else.
+        scopes = [scope]
+        if params.get("scope") and params["scope"] != scope:
+            scopes.append(params["scope"])
+        query = [("service", params["service"])] if params.get("service") else []
+        query += [("scope", item) for item in scopes]
         realm = params["realm"]
-        url = (
-            realm
-            + ("&" if "?" in realm else "?")
-            + urllib.parse.urlencode({k: v for k, v in query.items() if v})
-        )
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         headers = {}
         if creds is not None:
             basic = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
@@ -272,8 +347,15 @@ class RegistryClient:
             and parts.netloc not in self.options.insecure
         ):
             raise RegistryError(f"registry {registry}: token realm {realm} is not HTTPS")
-        resp = self._send(parts.netloc, "GET", url, headers)
+        resp = self._send(parts.netloc, "GET", url, headers, trust=registry)
         body = resp.read(1 << 20)
+        if resp.status in (401, 403):
+            who = f"user {creds.username!r}" if creds else "anonymous access"
+            raise RegistryError(
+                f"registry {registry}: the token server {parts.netloc} refused {who} "
+                f"(HTTP {resp.status}): wrong username or password"
+                + ("" if creds else f", or no credentials are configured for {registry}")
+            )
         if resp.status != 200:
             raise RegistryError(
                 f"registry {registry}: token server answered "
@@ -323,7 +405,7 @@ class RegistryClient:
             doc = oci.parse_json(body, f"manifest {digest}")
             extra: dict[str, Any] = {}
             if oci.media_type_of(doc, media) in oci.INDEXES:
-                desc = oci.pick_platform(doc, platform)
+                desc = oci.pick_platform(doc, platform, what=str(ref))
                 index_digest = digest
                 digest, body, media = self.fetch_manifest(
                     ref, dg.validate(desc.get("digest"), "index manifests[].digest")
@@ -333,8 +415,9 @@ class RegistryClient:
                 extra = {"index": index_digest, "blobs": [index_digest]}
 
             def fetch(desc: dict[str, Any]) -> None:
+                # Leased before the download starts: gc keeps its partial ingest.
+                lease.add(dg.validate(desc.get("digest"), "descriptor digest"))
                 self.fetch_blob(ref, desc, progress=progress)
-                lease.add(str(desc["digest"]))
 
             image = oci.register_manifest(
                 self.store, digest, fetch=fetch, extra=extra | {"source": str(ref)}
@@ -380,12 +463,25 @@ class RegistryClient:
         if resp.status == 200 and ingest.offset:
             ingest.reset()  # the server ignored the range: start over
         _emit(progress, "pull", digest, "downloading", ingest.offset, total)
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
         try:
             for chunk in resp.chunks():
                 ingest.write(chunk)
+                received += len(chunk)
                 _emit(progress, "pull", digest, "downloading", ingest.offset, total)
         except (OSError, http.client.HTTPException) as exc:
             raise RegistryError(f"blob {digest}: download broke off: {exc}") from None
+        # http.client returns a short body without complaint when the connection closes
+        # early: compare with what the server announced (and the descriptor's size).
+        if (expected is not None and received < expected) or (
+            total is not None and ingest.offset < total
+        ):
+            raise RegistryError(
+                f"blob {digest}: download broke off after {ingest.offset} of "
+                f"{total if total is not None else '?'} bytes"
+            )
 
     # --- push ----------------------------------------------------------------------------
 

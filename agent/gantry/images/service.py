@@ -8,7 +8,8 @@ renamed, metadata rewritten atomically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ from typing import Any
 from gantry.images import commit as commit_mod
 from gantry.images import formats, oci
 from gantry.images import reference as refs
-from gantry.images.errors import ImageError, NotFound
+from gantry.images.errors import ImageError, ImageInUse, NotFound
 from gantry.images.imageconfig import ContainerSettings, Merged, merge
-from gantry.images.registry import Progress, RegistryClient, RegistryOptions
+from gantry.images.registry import Credentials, Progress, RegistryClient, RegistryOptions
 from gantry.images.snapshots import Snapshot, Snapshotter
 from gantry.images.store import ContentStore, GCResult, ImageRecord
 
@@ -121,13 +122,24 @@ class ImageService:
     def untag(self, name: str) -> str:
         return self.store.remove_ref(refs.parse(name, "name").tagged)
 
-    def remove(self, key: str, *, in_use: Iterable[str] = ()) -> ImageRecord:
-        """Remove an image and its tags (``docker rmi``); refused while a container named
-        in ``in_use`` (image ids or manifest digests) uses it. Space returns at :meth:`gc`."""
+    def remove(self, key: str, *, in_use: Iterable[str] | Mapping[str, str] = ()) -> ImageRecord:
+        """Remove an image and its tags (``docker rmi``); refused while a container uses
+        it. ``in_use`` holds the images of existing containers: image ids or manifest
+        digests, or a mapping ``{container name: image id or manifest digest}`` so the
+        refusal (:class:`ImageInUse`) names the containers. Space returns at :meth:`gc`."""
         image = self.resolve(key)
-        used = set(in_use)
-        if image.id in used or image.manifest in used:
-            raise ImageError(f"image {key!r} is used by a container")
+        if isinstance(in_use, Mapping):
+            users = sorted(
+                name for name, used in in_use.items() if used in (image.id, image.manifest)
+            )
+            if users:
+                raise ImageInUse(
+                    f"image {key!r} is used by container{'s' if len(users) > 1 else ''} "
+                    f"{', '.join(users)}",
+                    users,
+                )
+        elif {image.id, image.manifest} & set(in_use):
+            raise ImageInUse(f"image {key!r} is used by a container", [])
         return self.store.remove_image(image.manifest)
 
     # --- moving images -------------------------------------------------------------------
@@ -136,30 +148,72 @@ class ImageService:
         self,
         name: str,
         *,
-        platform: tuple[str, str, str] | None = None,
+        platform: str | oci.Platform | None = None,
         progress: Progress | None = None,
+        credentials: Credentials | None = None,
     ) -> ImageRecord:
-        return self.registry.pull(refs.parse(name, "image"), platform=platform, progress=progress)
+        """Pull ``name`` (tagged in the store). From a multi-platform index the host's
+        platform is taken unless ``platform`` (``"linux/arm64"``, ``"linux/arm/v7"`` or a
+        tuple) names another; an index without it raises :class:`NotFound` listing the
+        platforms it has. ``progress`` gets one dict per step (docs/images.md).
+        ``credentials`` are used for this pull instead of the configured ones."""
+        wanted = oci.parse_platform(platform)
+        ref = refs.parse(name, "image")
+        client = self._client_for(ref.registry, credentials)
+        return client.pull(ref, platform=wanted, progress=progress)
+
+    def _client_for(self, registry: str, credentials: Credentials | None) -> RegistryClient:
+        """The shared client, or one for a single operation with its own credentials
+        (its tokens are its own; blobs still go through the one store, fetched once)."""
+        if credentials is None:
+            return self.registry
+        if (
+            not isinstance(credentials, Credentials)
+            or not isinstance(credentials.username, str)
+            or not isinstance(credentials.password, str)
+            or not credentials.username
+        ):
+            raise ImageError("credentials: need a username and a password (strings)")
+        options = dataclasses.replace(
+            self.registry.options,
+            credentials={**self.registry.options.credentials, registry: credentials},
+        )
+        return RegistryClient(self.store, options)
 
     def push(
-        self, name: str, *, source: str | None = None, progress: Progress | None = None
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        progress: Progress | None = None,
+        credentials: Credentials | None = None,
     ) -> str:
-        """Push the image ``source`` (default: ``name`` itself) as ``name``."""
+        """Push the image ``source`` (default: ``name`` itself) as ``name``; returns the
+        manifest digest. ``credentials`` are used for this push instead of the
+        configured ones."""
         ref = refs.parse(name, "image")
         image = self.resolve(source or name)
-        return self.registry.push(ref, image, progress=progress)
+        return self._client_for(ref.registry, credentials).push(ref, image, progress=progress)
 
-    def load(self, path: Path, *, name: str | None = None) -> list[formats.Imported]:
+    def load(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        platform: str | oci.Platform | None = None,
+    ) -> list[formats.Imported]:
         """Import an archive: OCI layout (dir or tar), docker save archive, or a rootfs
-        tarball (which then needs ``name`` or stays untagged)."""
+        tarball (which then needs ``name`` or stays untagged). Multi-platform images in
+        it give the host's platform, or ``platform``'s."""
         path = Path(path)
+        wanted = oci.parse_platform(platform)
         if not path.exists():
             raise NotFound(f"{path}: no such file or directory")
         kind = formats.sniff_archive(path)
         if kind == "oci":
-            return formats.import_oci_layout(self.store, path, name=name)
+            return formats.import_oci_layout(self.store, path, name=name, platform=wanted)
         if kind == "docker":
-            return formats.import_docker_archive(self.store, path)
+            return formats.import_docker_archive(self.store, path, platform=wanted)
         return [formats.import_rootfs(self.store, path, name=name)]
 
     def import_rootfs(
@@ -249,4 +303,12 @@ class ImageService:
         return self.store.gc(extra_roots)
 
 
-__all__ = ["ContainerSettings", "ImageService", "ImageSummary", "Merged", "oci"]
+__all__ = [
+    "ContainerSettings",
+    "Credentials",
+    "ImageService",
+    "ImageSummary",
+    "Merged",
+    "RegistryOptions",
+    "oci",
+]

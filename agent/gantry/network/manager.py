@@ -123,6 +123,9 @@ class AttachRequest:
     dns_search: tuple[str, ...] | None = None
     dns_options: tuple[str, ...] | None = None
     extra_hosts: tuple[tuple[str, str], ...] = ()
+    netns_source: str = ""
+    """A namespace that exists already (``/proc/<pid>/ns/net`` of a container the runtime
+    created with a new network namespace): pinned instead of making a new one."""
 
 
 @dataclass(frozen=True)
@@ -595,9 +598,11 @@ class NetworkManager:
         # The record comes first: a crash from here on leaves something recovery can find.
         _write_json(self._record_path(req.container_id), rec.to_dict())
         try:
-            if netns.is_pinned(path):
-                netns.remove(path)
-            netns.create(path)
+            netns.remove(path)  # a pin (or an empty file) a crash left
+            if req.netns_source:
+                netns.pin(req.netns_source, path)
+            else:
+                netns.create(path)
             self.cni.add(LOOPBACK, RuntimeConf(req.container_id, str(path), "lo"))
             endpoints = []
             # Ports go to the first network that can publish them: one DNAT per host port.

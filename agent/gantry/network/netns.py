@@ -51,6 +51,21 @@ def create(path: Path) -> Path:
     return path
 
 
+def pin(source: str, path: Path) -> Path:
+    """Pin an existing namespace (``/proc/<pid>/ns/net`` of a container the runtime made)
+    at ``path`` (a new empty file), so CNI DEL still finds it after the process is gone."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    try:
+        mount.bind(source, path, recursive=False)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+    return path
+
+
 def is_pinned(path: Path) -> bool:
     """True when ``path`` is a bind mount of a network namespace."""
     try:

@@ -17,8 +17,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import network_support as ns
 import rootfs_support as rs
 from gantry.cli.client import AgentClient, AgentError, ClientSettings
+from gantry.engine.networking import config_from_settings
+from gantry.network import NetworkConfig, NetworkManager
 
 GANTRY = Path(sys.executable).parent / "gantry"
 APPLETS = ("sleep", "kill", "rm", "trap", "test", "[", "seq", "wc", "head", "cut", "grep")
@@ -45,6 +48,7 @@ class Agent:
         self.log = scratch / "agent.log"
         self.extra = tuple(extra)
         self.process: subprocess.Popen[bytes] | None = None
+        self.network: NetworkConfig = config_from_settings(None, self.root)
         self.client = AgentClient(ClientSettings(url=f"unix://{self.socket}", timeout=300))
 
     def start(self) -> Agent:
@@ -120,16 +124,58 @@ class Agent:
                 self.req("DELETE", f"/v1/containers/{row['name']}", query={"force": "true"})
 
 
+def network_settings(scratch: Path, token: str) -> dict[str, str]:
+    """An agent's own network settings: default bridge, subnet, nftables table, pool of
+    subnets for new networks and an empty CNI config dir, none shared with another test
+    or another agent on this host (the token is in every name)."""
+    subnet = ns.free_subnet()
+    pool = ns.free_subnet([subnet], prefix=20)
+    (scratch / "cni-conf").mkdir(exist_ok=True)
+    return {
+        "default_bridge": f"gt{token}",
+        "default_subnet": subnet,
+        "nft_table": f"gantry_t{token}",
+        "subnet_pool": pool,
+        "cni_config_dir": str(scratch / "cni-conf"),
+    }
+
+
+def network_flags(settings: dict[str, str]) -> list[str]:
+    out = []
+    for key, value in settings.items():
+        flag = "--cni-config-dir" if key == "cni_config_dir" else f"--network-{key}"
+        out += [flag.replace("_", "-"), value]
+    return out
+
+
+def remove_networks(config: NetworkConfig) -> None:
+    """Take down every attachment and network an agent left (the agent is stopped)."""
+    manager = NetworkManager(config)
+    for att in manager.attachments():
+        with contextlib.suppress(Exception):
+            manager.detach(att.container_id)
+    with contextlib.suppress(Exception):
+        manager.recover(live=())
+    for info in manager.list_networks():
+        if info.network is not None:
+            with contextlib.suppress(Exception):
+                manager.remove_network(info.name, allow_default=True)
+
+
 @contextlib.contextmanager
 def running_agent(extra: Sequence[str] = ()) -> Iterator[tuple[Agent, Path]]:
-    """An agent on its own root and socket, and a busybox rootfs; on the way out every
-    container is removed, the agent stopped and the scratch directory deleted."""
+    """An agent on its own root and socket (and network settings), and a busybox rootfs;
+    on the way out every container is removed, the agent stopped, its networks removed
+    and the scratch directory deleted."""
     scratch = Path(tempfile.mkdtemp(prefix="gantry-agent-"))
     (scratch / "bundle").mkdir()
     rootfs = make_rootfs(scratch / "bundle")
     # Its own parent cgroup, so other tests' containers under /gantry never mix with its own.
-    parent = f"/gantry-agent-test-{uuid.uuid4().hex[:12]}"
-    agent = Agent(scratch, ("--cgroup-parent", parent, *extra))
+    token = uuid.uuid4().hex[:12]
+    parent = f"/gantry-agent-test-{token}"
+    net = network_settings(scratch, token[:8])
+    agent = Agent(scratch, ("--cgroup-parent", parent, *network_flags(net), *extra))
+    agent.network = config_from_settings(net, scratch / "root")
     try:
         agent.start()
         yield agent, rootfs
@@ -143,6 +189,7 @@ def running_agent(extra: Sequence[str] = ()) -> Iterator[tuple[Agent, Path]]:
         finally:
             agent.stop()
             _kill_strays(agent.root)
+            remove_networks(agent.network)
             stuck = _kill_leftover_processes(scratch)
             remove_cgroup_parent(parent)
             shutil.rmtree(scratch, ignore_errors=True)

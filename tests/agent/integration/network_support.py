@@ -68,12 +68,13 @@ def host_routes() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def free_subnet(avoid: Sequence[str] = ()) -> str:
-    """A random 10.2xx.y.0/24 that no host route and nothing in ``avoid`` overlaps."""
+def free_subnet(avoid: Sequence[str] = (), prefix: int = 24) -> str:
+    """A random 10.2xx.y.0/24 (or /``prefix``) that no host route and nothing in ``avoid``
+    overlaps."""
     taken = host_routes() + [ipaddress.ip_network(a) for a in avoid]
     for _attempt in range(200):
         candidate = ipaddress.ip_network(
-            f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24"
+            f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/{prefix}", strict=False
         )
         if not any(candidate.overlaps(other) for other in taken):  # type: ignore[arg-type]
             return str(candidate)

@@ -61,7 +61,13 @@ def test_resources_change_in_place_when_the_host_can() -> None:
 def test_changed_fields_name_leaves() -> None:
     assert changed_fields(BASE, BASE) == []
     other = spec(command=["x"], capabilities={"add": ["NET_ADMIN"]}, network={"mode": "host"})
-    assert changed_fields(BASE, other) == ["capabilities.add", "command", "network.mode"]
+    # host mode has no networks: the default network goes too
+    assert changed_fields(BASE, other) == [
+        "capabilities.add",
+        "command",
+        "network.mode",
+        "network.networks",
+    ]
 
 
 def test_unknown_state_names_the_field() -> None:

@@ -30,7 +30,12 @@ def test_every_field_is_present_with_its_default() -> None:
     assert spec["hostname"] == "web"
     assert spec["restart_policy"] == {"name": "no", "max_retries": 0}
     assert spec["stop_signal"] == "SIGTERM" and spec["stop_timeout"] == 10.0
-    assert spec["network"] == {"mode": "none"}
+    assert spec["network"] == {
+        "mode": "bridge",
+        "networks": {"gantry": {"aliases": [], "ipv4_address": None}},
+    }
+    assert spec["ports"] == []
+    assert spec["dns"] == {"servers": [], "search": [], "options": []}
     assert spec["env"]["PATH"].startswith("/usr/local/sbin")
     assert spec["resources"] == dict.fromkeys(spec["resources"])
 
@@ -128,8 +133,35 @@ def test_bind_mount_source_must_exist(tmp_path: Path) -> None:
             {"mounts": [{"type": "tmpfs", "target": "/x"}, {"type": "tmpfs", "target": "/x/"}]},
             "spec.mounts[1].target",
         ),
-        ({"network": {"mode": "bridge"}}, "spec.network.mode"),
-        ({"ports": ["80:80"]}, "spec.ports"),
+        ({"network": {"mode": "nat"}}, "spec.network.mode"),
+        ({"network": {"mode": "container:"}}, "spec.network.mode"),
+        ({"network": {"mode": "none", "networks": {"a": {}}}}, "spec.network.networks"),
+        ({"network": {"networks": {"a b": {}}}}, "spec.network.networks.a b"),
+        (
+            {"network": {"networks": {"a": {"ipv4_address": "10.0.0"}}}},
+            "spec.network.networks.a.ipv4_address",
+        ),
+        (
+            {"network": {"networks": {"a": {"aliases": ["-x"]}}}},
+            "spec.network.networks.a.aliases[0]",
+        ),
+        ({"network": {"networks": {"a": {"mac": "x"}}}}, "spec.network.networks.a.mac"),
+        ({"ports": ["80:80:80:80"]}, "spec.ports[0]"),
+        ({"ports": ["70000"]}, "spec.ports[0]"),
+        ({"ports": ["80/icmp"]}, "spec.ports[0]"),
+        ({"ports": ["8080:80", "8080:81"]}, "spec.ports[1]"),
+        ({"ports": [{"container_port": 0}]}, "spec.ports[0].container_port"),
+        ({"ports": [{"container_port": 80, "host_ip": "x"}]}, "spec.ports[0].host_ip"),
+        ({"ports": "80"}, "spec.ports"),
+        ({"ports": ["80"], "network": {"mode": "host"}}, "spec.ports"),
+        ({"dns": {"servers": ["dns.example"]}}, "spec.dns.servers[0]"),
+        ({"dns": {"search": ["bad domain"]}}, "spec.dns.search[0]"),
+        ({"dns": {"options": ["a b"]}}, "spec.dns.options[0]"),
+        ({"dns": {"server": []}}, "spec.dns.server"),
+        (
+            {"network": {"mode": "container:peer"}, "sysctls": {"net.ipv4.ip_forward": "1"}},
+            "spec.sysctls.net.ipv4.ip_forward",
+        ),
         ({"sysctls": {"kernel.hostname": "x"}}, "spec.sysctls.kernel.hostname"),
         (
             {"network": {"mode": "host"}, "sysctls": {"net.ipv4.ip_forward": "1"}},
@@ -170,3 +202,45 @@ def test_sizes_and_signals() -> None:
     assert signal_name(9, "f") == "SIGKILL"
     with pytest.raises(Invalid):
         signal_name(True, "f")
+
+
+def test_network_ports_and_dns_have_one_canonical_form() -> None:
+    a = norm(
+        network={"networks": ["front", {"name": "back", "aliases": ["db", "db", "b"]}]},
+        ports=["127.0.0.1:8080-8081:80-81/udp", "9000"],
+        dns={"servers": ["1.1.1.1"], "search": "example.org"},
+    )
+    b = norm(
+        network={
+            "mode": "bridge",
+            "networks": {"back": {"aliases": ["b", "db"]}, "front": None},
+        },
+        ports=[
+            {"container_port": 9000},
+            {"container_port": 81, "host_port": 8081, "host_ip": "127.0.0.1", "protocol": "udp"},
+            {"container_port": 80, "host_port": 8080, "host_ip": "127.0.0.1", "protocol": "udp"},
+        ],
+        dns={"servers": ["1.1.1.1"], "search": ["example.org"], "options": []},
+    )
+    assert a == b
+    assert a["network"]["networks"] == {
+        "back": {"aliases": ["b", "db"], "ipv4_address": None},
+        "front": {"aliases": [], "ipv4_address": None},
+    }
+    assert a["ports"][0] == {
+        "host_ip": "127.0.0.1",
+        "host_port": 8080,
+        "container_port": 80,
+        "protocol": "udp",
+    }
+    assert a["ports"][2] == {
+        "host_ip": "0.0.0.0",
+        "host_port": None,
+        "container_port": 9000,
+        "protocol": "tcp",
+    }
+
+
+@pytest.mark.parametrize("mode", ["none", "host", "container:db"])
+def test_other_network_modes_have_no_networks(mode: str) -> None:
+    assert norm(network={"mode": mode})["network"] == {"mode": mode, "networks": {}}

@@ -8,14 +8,14 @@
 #   GANTRY_TEST_DIR     the temporary directory
 #   GANTRY_TEST_ROOTFS  <dir>/rootfs, a root file system of busybox applets
 #   GANTRY_TEST_SUBNET  a /24 no route of this host uses, for the networks a test makes
-#   GANTRY_TEST_BRIDGE  the agent's default bridge (when the agent has networking), gtit<suffix>
-# When the agent has networking (it takes --network-default-subnet), an agent.toml gives it a
-# default bridge and subnet, an nftables table, a subnet pool and a CNI config directory of
-# its own, so agents of tests side by side never share one; all go on exit.
 # gantry_registry_start adds a docker-registry on loopback (GANTRY_TEST_REGISTRY=127.0.0.1:PORT)
-# for pulls and pushes; gantry_rootfs_tarball packs the root file system for image imports.
+# for pulls and pushes; gantry_rootfs_tarball packs the root file system for image imports;
+# gantry_free_subnets gives further /24s (10.128-191.x) for networks a test makes.
 # The agent puts its containers' cgroups under a parent of its own (gantry-it-<suffix>), so
-# tests running side by side never share one.
+# tests running side by side never share one. Its networks are its own too: default bridge
+# gi<suffix>, nftables table gantry_it_<suffix>, a free 172.30.x.0/24 default subnet and a
+# 172.29.x.0/20 pool for new networks (other agents on this host, test agents included, use
+# 10.x subnets), an empty CNI config dir; all removed on exit.
 # On exit every container the agent holds is removed (containers outlive the agent, so
 # stopping the agent alone would leave them running), the agent is stopped and the directory
 # removed: nothing is left behind, also when a test fails.
@@ -37,6 +37,27 @@ gantry_busybox_rootfs() {
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
   chmod 1777 "$dir/tmp"
+}
+
+gantry_free_subnet() {
+  # gantry_free_subnet PREFIX LEN STEP: a random PREFIX.N.0/LEN no route of this host overlaps.
+  python3 - "$@" <<'PY'
+import ipaddress, json, random, subprocess, sys
+prefix, length, step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False).stdout
+taken = []
+for route in json.loads(out or "[]"):
+    if route.get("dst") not in (None, "", "default"):
+        try:
+            taken.append(ipaddress.ip_network(route["dst"], strict=False))
+        except ValueError:
+            pass
+for _ in range(200):
+    net = ipaddress.ip_network(f"{prefix}.{random.randrange(0, 256, step)}.0/{length}")
+    if not any(net.overlaps(t) for t in taken):
+        print(net)
+        break
+PY
 }
 
 gantry_free_subnets() {
@@ -65,25 +86,18 @@ gantry_agent_start() {
   gantry_busybox_rootfs "$GANTRY_TEST_ROOTFS"
   trap gantry_agent_stop EXIT
   GANTRY_TEST_CGROUP=gantry-it-${GANTRY_TEST_DIR##*.}
-  local subnets pool config=()
-  mapfile -t subnets < <(gantry_free_subnets 2)
-  export GANTRY_TEST_SUBNET=${subnets[1]}
-  if gantry agent serve --help 2>&1 | grep -q -- --network-default-subnet; then
-    # The agent has networking: a default bridge and subnet, an nftables table, a pool for
-    # the subnets it picks and a CNI config directory of this test's own.
-    export GANTRY_TEST_BRIDGE=gtit${GANTRY_TEST_DIR##*.}
-    GANTRY_TEST_NFT_TABLE=gantry_it${GANTRY_TEST_DIR##*.}
-    pool=$(gantry_free_subnets 1 20)
-    mkdir -p "$GANTRY_TEST_DIR/cni-conf"
-    printf '[network]\ndefault_subnet = "%s"\ndefault_bridge = "%s"\nnft_table = "%s"\nsubnet_pool = "%s"\ncni_config_dir = "%s"\n' \
-      "${subnets[0]}" "$GANTRY_TEST_BRIDGE" "$GANTRY_TEST_NFT_TABLE" "$pool" \
-      "$GANTRY_TEST_DIR/cni-conf" >"$GANTRY_TEST_DIR/agent.toml"
-    config=(--config "$GANTRY_TEST_DIR/agent.toml")
-  fi
-  gantry agent serve "${config[@]}" --root "$GANTRY_TEST_DIR/root" \
-    --socket "$GANTRY_TEST_DIR/agent.sock" \
-    --cgroup-parent "/$GANTRY_TEST_CGROUP" >"$GANTRY_TEST_DIR/agent.log" 2>&1 &
+  GANTRY_TEST_BRIDGE=gi${GANTRY_TEST_DIR##*.}
+  GANTRY_TEST_NFT=gantry_it_${GANTRY_TEST_DIR##*.}
+  mkdir -p "$GANTRY_TEST_DIR/cni-conf"
+  gantry agent serve --root "$GANTRY_TEST_DIR/root" --socket "$GANTRY_TEST_DIR/agent.sock" \
+    --cgroup-parent "/$GANTRY_TEST_CGROUP" \
+    --network-default-bridge "$GANTRY_TEST_BRIDGE" --network-nft-table "$GANTRY_TEST_NFT" \
+    --network-default-subnet "$(gantry_free_subnet 172.30 24 1)" \
+    --network-subnet-pool "$(gantry_free_subnet 172.29 20 16)" \
+    --cni-config-dir "$GANTRY_TEST_DIR/cni-conf" >"$GANTRY_TEST_DIR/agent.log" 2>&1 &
   GANTRY_AGENT_PID=$!
+  GANTRY_TEST_SUBNET=$(gantry_free_subnets 1)
+  export GANTRY_TEST_SUBNET
   local tries
   for tries in $(seq 1 300); do
     if [[ -S $GANTRY_TEST_DIR/agent.sock ]] && gantry_agent_api GET /readyz >/dev/null 2>&1; then
@@ -112,7 +126,7 @@ gantry_agent_stop() {
       python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))'); do
       gantry_agent_api DELETE "/v1/containers/$name?force=true" >/dev/null
     done
-    # Networks the test made (the agent keeps its default one, whose bridge goes below).
+    # Networks the test made (their bridges and rules go with them; the default one below).
     for name in $(gantry_agent_api GET /v1/networks 2>/dev/null |
       python3 -c 'import json, sys
 try:
@@ -124,16 +138,6 @@ except (ValueError, TypeError, KeyError):
     kill "$GANTRY_AGENT_PID"
     wait "$GANTRY_AGENT_PID"
   fi
-  if [[ -n ${GANTRY_TEST_BRIDGE:-} ]] && ip link show "$GANTRY_TEST_BRIDGE" >/dev/null 2>&1; then
-    ip link delete "$GANTRY_TEST_BRIDGE"
-  fi
-  if [[ -n ${GANTRY_TEST_NFT_TABLE:-} ]]; then
-    nft delete table inet "$GANTRY_TEST_NFT_TABLE" 2>/dev/null
-  fi
-  if [[ -n ${GANTRY_REGISTRY_PID:-} ]]; then
-    kill "$GANTRY_REGISTRY_PID" 2>/dev/null
-    wait "$GANTRY_REGISTRY_PID" 2>/dev/null
-  fi
   if ((rc != 0)) && [[ -f $GANTRY_TEST_DIR/agent.log ]]; then
     echo "---- agent log" >&2
     tail -n 50 "$GANTRY_TEST_DIR/agent.log" >&2
@@ -142,6 +146,16 @@ except (ValueError, TypeError, KeyError):
   if [[ -n ${GANTRY_TEST_CGROUP:-} ]]; then
     find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$GANTRY_TEST_CGROUP" \
       -exec rmdir {} + 2>/dev/null
+  fi
+  # Its networks: the default bridge and nftables table (a user network's bridge is named
+  # gantry-<id>: a target that creates one removes it with the network).
+  if [[ -n ${GANTRY_TEST_BRIDGE:-} ]]; then
+    ip link delete "$GANTRY_TEST_BRIDGE" type bridge 2>/dev/null
+    nft delete table inet "$GANTRY_TEST_NFT" 2>/dev/null
+  fi
+  if [[ -n ${GANTRY_REGISTRY_PID:-} ]]; then
+    kill "$GANTRY_REGISTRY_PID" 2>/dev/null
+    wait "$GANTRY_REGISTRY_PID" 2>/dev/null
   fi
   rm -rf "$GANTRY_TEST_DIR"
   return "$rc"
