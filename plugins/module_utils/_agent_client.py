@@ -23,6 +23,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 import socket
 import ssl
 import time
@@ -34,6 +35,7 @@ from ansible.module_utils.urls import Request
 
 DEFAULT_AGENT_URL = "unix:///run/gantry/agent.sock"
 DEFAULT_TIMEOUT = 60
+CHUNK_SIZE = 1 << 20
 
 # The options every module that talks to the agent takes (documented once, in the
 # gantry.fleet.agent_options doc fragment). Each falls back to an environment variable.
@@ -268,13 +270,29 @@ class AgentClient:
 
     # -- one request ------------------------------------------------------------------------
 
-    def request(self, method, path, body=None, query=None, timeout=None, ok=None):
+    def request(
+        self,
+        method,
+        path,
+        body=None,
+        query=None,
+        timeout=None,
+        ok=None,
+        upload=None,
+        content_type=None,
+        sink=None,
+    ):
         """Send one request; return an AgentResponse for a 2xx, raise AgentError otherwise.
 
         ``path`` starts with ``/``; ``query`` is a dict or a list of pairs (for repeated
         keys; None values are left out, booleans are sent as ``true``/``false``); ``body``
         is sent as JSON. ``ok`` lists further statuses to return instead of raising (for
         example ``(404,)``).
+
+        ``upload`` is a file (opened for reading in binary) sent as the raw request body, as
+        ``content_type``, streamed rather than read into memory (an image archive). ``sink``
+        is a file (opened for writing in binary) the body of a 2xx answer is streamed into
+        (an exported image); the answer's ``body`` is then None.
         """
         url = self.base_url + path
         if query:
@@ -287,14 +305,26 @@ class AgentClient:
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        elif upload is not None:
+            data = upload
+            headers["Content-Type"] = content_type or "application/octet-stream"
+            headers["Content-Length"] = str(os.fstat(upload.fileno()).st_size - upload.tell())
         if self.token:
             headers["Authorization"] = "Bearer %s" % self.token
         where = "%s %s" % (method, path)
         wait = timeout if timeout is not None else self.timeout
         try:
             response = self._request.open(method, url, data=data, headers=headers, timeout=wait)
-            raw = response.read()
             status = response.getcode()
+            if sink is not None and 200 <= status < 300:
+                response_headers = dict((k.lower(), v) for k, v in response.headers.items())
+                while True:
+                    chunk = response.read(CHUNK_SIZE)
+                    if not chunk:
+                        break
+                    sink.write(chunk)
+                return AgentResponse(status, response_headers, None, b"")
+            raw = response.read()
             response_headers = dict((k.lower(), v) for k, v in response.headers.items())
         except HTTPError as error:
             raw = _read_error_body(error)

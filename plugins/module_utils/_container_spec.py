@@ -37,6 +37,11 @@ OPTION_FIELDS = (
     ("cpu_shares", "resources.cpu_shares"),
     ("cpuset_cpus", "resources.cpuset_cpus"),
     ("pids_limit", "resources.pids_limit"),
+    ("blkio_weight", "resources.blkio_weight"),
+    ("device_read_bps", "resources.device_read_bps"),
+    ("device_write_bps", "resources.device_write_bps"),
+    ("device_read_iops", "resources.device_read_iops"),
+    ("device_write_iops", "resources.device_write_iops"),
     ("capabilities", "capabilities.add"),
     ("cap_drop", "capabilities.drop"),
     ("read_only", "read_only"),
@@ -49,7 +54,11 @@ OPTION_FIELDS = (
     ("init", "init"),
     ("tty", "tty"),
     ("network_mode", "network.mode"),
+    ("networks", "network.networks"),
     ("published_ports", "ports"),
+    ("dns_servers", "dns.servers"),
+    ("dns_search_domains", "dns.search"),
+    ("dns_opts", "dns.options"),
     ("sysctls", "sysctls"),
 )
 
@@ -58,6 +67,22 @@ EXTRA_OPTION_FIELDS = (("volumes", "mounts"), ("restart_retries", "restart_polic
 
 SPEC_OPTION_NAMES = tuple(option for option, _field in OPTION_FIELDS) + tuple(
     option for option, _field in EXTRA_OPTION_FIELDS
+)
+
+# Spec sections several options feed, for errors that name the section itself.
+SECTION_OPTIONS = (
+    ("capabilities", "capabilities"),
+    ("network", "network_mode"),
+    ("dns", "dns_servers"),
+    ("image_id", "image"),
+)
+
+# The resource options that are lists of {path, rate} (community.docker's names and shapes).
+DEVICE_RATE_OPTIONS = (
+    "device_read_bps",
+    "device_write_bps",
+    "device_read_iops",
+    "device_write_iops",
 )
 
 # The agent's container states for the module's.
@@ -162,6 +187,51 @@ def healthcheck(value):
     return result
 
 
+def device_rates(option, value):
+    """``[{path, rate}]`` in the agent's shape; a bps rate may be a size string (``10m``)."""
+    if value is None:
+        return None
+    result = []
+    for index, item in enumerate(value):
+        rate = item.get("rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, str)):
+            raise SpecError(
+                "%s[%d].rate: must be a number%s, got %s %r"
+                % (
+                    option,
+                    index,
+                    " or a size such as 10m" if option.endswith("_bps") else "",
+                    type(rate).__name__,
+                    rate,
+                )
+            )
+        result.append({"path": item.get("path"), "rate": rate})
+    return result
+
+
+def network_settings(mode, networks):
+    """The agent's ``network`` object: ``mode`` and/or ``networks`` (name -> attachment)."""
+    if mode is None and networks is None:
+        return None
+    result = {}
+    if mode is not None:
+        result["mode"] = mode
+    if networks is not None:
+        attached = {}
+        for index, network in enumerate(networks):
+            name = network.get("name")
+            if name in attached:
+                raise SpecError("networks[%d].name: network %r is listed twice" % (index, name))
+            attachment = {}
+            if network.get("aliases") is not None:
+                attachment["aliases"] = list(network["aliases"])
+            if network.get("ipv4_address") is not None:
+                attachment["ipv4_address"] = network["ipv4_address"]
+            attached[name] = attachment
+        result["networks"] = attached
+    return result
+
+
 def build_spec(params):
     """The agent's spec for the options the task set (None means not set)."""
     spec = {}
@@ -190,8 +260,18 @@ def build_spec(params):
         mounts += [volume_mount(v) for v in params.get("volumes") or []]
     put("mounts", mounts)
 
-    for option in ("memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit"):
+    for option in (
+        "memory",
+        "memory_swap",
+        "cpus",
+        "cpu_shares",
+        "cpuset_cpus",
+        "pids_limit",
+        "blkio_weight",
+    ):
         put("resources." + option, params.get(option))
+    for option in DEVICE_RATE_OPTIONS:
+        put("resources." + option, device_rates(option, params.get(option)))
 
     if params.get("capabilities") is not None or params.get("cap_drop") is not None:
         put(
@@ -210,8 +290,11 @@ def build_spec(params):
     put("stop_timeout", params.get("stop_timeout"))
     put("init", params.get("init"))
     put("tty", params.get("tty"))
-    put("network.mode", params.get("network_mode"))
+    put("network", network_settings(params.get("network_mode"), params.get("networks")))
     put("ports", params.get("published_ports"))
+    put("dns.servers", params.get("dns_servers"))
+    put("dns.search", params.get("dns_search_domains"))
+    put("dns.options", params.get("dns_opts"))
     put("sysctls", string_map("sysctls", params.get("sysctls")))
     return spec
 
@@ -234,8 +317,11 @@ def option_for_field(field):
         if path == option_path or path.startswith(option_path + ".")
     ]
     best = max(matches)[1] if matches else None
-    if best is None and (path == "capabilities" or path.startswith("capabilities.")):
-        return "capabilities"
+    if best is None:
+        # A whole section the options share: name the option that sets its main part.
+        for section, option in SECTION_OPTIONS:
+            if path == section or path.startswith(section + "."):
+                return option
     return best
 
 

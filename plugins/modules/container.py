@@ -20,21 +20,22 @@ description:
     module does not compare anything itself. An option left out of the task means the agent's
     default, so removing an option from a task undoes it.
   - What differs decides what happens. Resource limits (O(memory), O(memory_swap), O(cpus),
-    O(cpu_shares), O(cpuset_cpus), O(pids_limit)) and the agent's own bookkeeping
+    O(cpu_shares), O(cpuset_cpus), O(pids_limit), O(blkio_weight), O(device_read_bps),
+    O(device_write_bps), O(device_read_iops), O(device_write_iops)) and the agent's own bookkeeping
     (O(labels), O(restart_policy), O(healthcheck), O(stop_signal), O(stop_timeout)) change in
     place, without a restart, when the agent can write them to the live cgroup (its
     C(cgroup_update) feature); anything else recreates the container (stopped with its old
     stop signal and timeout, removed, created anew and started again if it ran).
   - Check mode asks the agent the same question with C(dry_run), so the prediction comes from
-    the same code that would act; nothing changes.
+    the same code that would act; nothing changes. With O(pull=always) the module also reads
+    the digest the registry's tag names (one C(HEAD) request from the managed host), which
+    the agent's dry run does not ask, to predict whether the pull brings another image.
   - The diff shows the whole normalised configuration before and after, and names every field
     that differs (for example C(spec.resources.memory), or C(state) when only the run state
     changes).
   - The options below are the fields of the agent's container spec (see C(docs/api.md) in
-    the collection). Options the agent does not support yet (O(image) until its image store
-    is enabled, O(tty), O(published_ports) and network modes other than V(none) and V(host)
-    until networking is enabled) fail with the agent's message naming the field, never
-    silently.
+    the collection). An option an older agent does not support fails with the agent's
+    message naming the field, never silently.
 author:
   - Gantry developers (!UNKNOWN)
 options:
@@ -86,8 +87,11 @@ options:
     description:
       - The image reference the container runs. Exactly one of O(image) and O(rootfs) is
         needed unless O(state=absent).
-      - Needs the agent's image store (C(features.images) of M(gantry.fleet.agent_info)); until
-        then the agent refuses it, naming C(spec.image).
+      - The agent pulls it as O(pull) says; the image's configuration supplies the
+        entrypoint, command, environment, working directory, user, stop signal and labels
+        the task does not set, as Docker does (an explicit O(entrypoint) also resets the
+        image's command).
+      - M(gantry.fleet.image) pulls, loads or imports images ahead of time.
     type: str
   rootfs:
     description:
@@ -185,6 +189,71 @@ options:
     description:
       - The most processes the container may have at once. Changed in place.
     type: int
+  blkio_weight:
+    description:
+      - The relative block I/O weight, 10 to 1000 (the C(blkio)/C(io) controller's weight).
+        Changed in place where the kernel allows.
+    type: int
+  device_read_bps:
+    description:
+      - Limits on the read rate from devices, in bytes per second. Changed in place where the
+        kernel allows.
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: The device node on the host, for example V(/dev/sda).
+        type: str
+        required: true
+      rate:
+        description:
+          - Bytes per second, as a number or a size with a unit (V(10m), V(1g); binary
+            multiples as Docker).
+        type: raw
+        required: true
+  device_write_bps:
+    description:
+      - Limits on the write rate to devices, in bytes per second, as for O(device_read_bps).
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: The device node on the host, for example V(/dev/sda).
+        type: str
+        required: true
+      rate:
+        description: Bytes per second, as a number or a size with a unit (V(10m)).
+        type: raw
+        required: true
+  device_read_iops:
+    description:
+      - Limits on read operations per second from devices. Changed in place where the kernel
+        allows.
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: The device node on the host, for example V(/dev/sda).
+        type: str
+        required: true
+      rate:
+        description: Operations per second.
+        type: int
+        required: true
+  device_write_iops:
+    description:
+      - Limits on write operations per second to devices, as for O(device_read_iops).
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: The device node on the host, for example V(/dev/sda).
+        type: str
+        required: true
+      rate:
+        description: Operations per second.
+        type: int
+        required: true
   capabilities:
     description:
       - Capabilities to add to the default set; names with or without C(CAP_), any case, or
@@ -266,16 +335,74 @@ options:
     type: bool
   network_mode:
     description:
-      - V(none) (a private network namespace with loopback only) or V(host). Bridge and named
-        networks follow when the agent's networking is enabled.
+      - V(bridge) (the agent's default; a private network namespace attached to the networks
+        of O(networks), or to the agent's default network C(gantry) when there are none),
+        V(none) (a private network namespace with loopback only), V(host) (the host's network)
+        or V(container:NAME) (the network namespace of the container NAME).
+      - Left out, the agent's default (V(bridge)) applies, or V(bridge) when O(networks) is set.
+      - A change recreates the container.
     type: str
+  networks:
+    description:
+      - The networks (M(gantry.fleet.network)) to attach the container to, with
+        O(network_mode=bridge). Left out, the container is on the agent's default network
+        C(gantry). Their order does not matter; a change recreates the container.
+      - Each network must exist; the agent names it when it does not.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The network's name.
+        type: str
+        required: true
+      aliases:
+        description: Further names the container answers to on this network.
+        type: list
+        elements: str
+      ipv4_address:
+        description:
+          - A fixed IPv4 address inside the network's subnet (and inside its C(ip_range) when
+            it has one). Left out, the agent picks a free one.
+        type: str
   published_ports:
     description:
-      - Ports to publish on the host, as V(HOST:CONTAINER[/PROTO]). Needs the agent's
-        networking.
+      - Ports to publish on the host, in Docker's syntax
+        V([IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|udp]) (V(8080:80), V(127.0.0.1:8080:80),
+        V(53:53/udp), V(80) for a random host port). Only with O(network_mode=bridge). The
+        actual host ports are in C(network_settings.ports) of RV(container).
     type: list
     elements: str
     aliases: [ports]
+  dns_servers:
+    description:
+      - Name servers for the container's C(/etc/resolv.conf). Left out, the host's resolvers
+        (without loopback ones, which a private network cannot reach).
+    type: list
+    elements: str
+  dns_search_domains:
+    description:
+      - Search domains for the container's C(/etc/resolv.conf).
+    type: list
+    elements: str
+  dns_opts:
+    description:
+      - Resolver options for the container's C(/etc/resolv.conf), for example V(ndots:2).
+    type: list
+    elements: str
+    aliases: [dns_options]
+  pull:
+    description:
+      - With O(image), when the agent pulls the image.
+      - V(missing) - only when the reference is not in the agent's image store.
+      - V(always) - every run; when the reference then names another image, the container is
+        recreated (RV(actions) holds C(pull) and C(recreate), the diff names C(image_id)).
+      - V(never) - never; the task fails, naming C(spec.image), when the image is missing.
+      - Not part of the container's configuration, so it never causes a change by itself.
+      - Whatever this says, a container whose image reference now names another image than
+        the one it was created from is recreated.
+    type: str
+    choices: [missing, always, never]
+    default: missing
   sysctls:
     description:
       - Namespaced kernel parameters (C(net.*) needs a private network namespace). Values must
@@ -394,7 +521,7 @@ EXAMPLES = r"""
 RETURN = r"""
 actions:
   description:
-    - What the agent did (or, in check mode, would do), in order, from C(create),
+    - What the agent did (or, in check mode, would do), in order, from C(pull), C(create),
       C(recreate), C(update), C(start), C(stop), C(unpause), C(restart) and C(remove).
     - Empty when nothing changed.
   returned: always
@@ -423,6 +550,18 @@ container:
     desired_state:
       description: The run state the agent keeps it in (C(present), C(running), C(stopped)).
       type: str
+      returned: when it exists
+    image_id:
+      description:
+        - The id of the image it was created from (C(sha256:...)); null with a root file system.
+      type: str
+      returned: when it exists
+    network_settings:
+      description:
+        - Its addresses on each network (C(networks), by name - C(ip), C(prefix_len),
+          C(gateway), C(mac), C(aliases), C(interface)) and its published ports (C(ports),
+          with the host port actually bound).
+      type: dict
       returned: when it exists
     state:
       description:
@@ -485,6 +624,10 @@ from ansible_collections.gantry.fleet.plugins.module_utils._container_spec impor
     build_spec,
     option_for_field,
 )
+from ansible_collections.gantry.fleet.plugins.module_utils._registry import RegistryProbe
+
+# How long a converge that may pull an image waits for it, on top of the stop timeout.
+PULL_TIMEOUT = 900
 
 
 def argument_spec():
@@ -523,6 +666,11 @@ def argument_spec():
         cpu_shares=dict(type="int"),
         cpuset_cpus=dict(type="str"),
         pids_limit=dict(type="int"),
+        blkio_weight=dict(type="int"),
+        device_read_bps=device_rate_option("raw"),
+        device_write_bps=device_rate_option("raw"),
+        device_read_iops=device_rate_option("int"),
+        device_write_iops=device_rate_option("int"),
         capabilities=dict(type="list", elements="str", aliases=["cap_add"]),
         cap_drop=dict(type="list", elements="str"),
         read_only=dict(type="bool"),
@@ -545,8 +693,33 @@ def argument_spec():
         init=dict(type="bool"),
         tty=dict(type="bool"),
         network_mode=dict(type="str"),
+        networks=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                name=dict(type="str", required=True),
+                aliases=dict(type="list", elements="str"),
+                ipv4_address=dict(type="str"),
+            ),
+        ),
         published_ports=dict(type="list", elements="str", aliases=["ports"]),
+        dns_servers=dict(type="list", elements="str"),
+        dns_search_domains=dict(type="list", elements="str"),
+        dns_opts=dict(type="list", elements="str", aliases=["dns_options"]),
         sysctls=dict(type="dict"),
+        pull=dict(type="str", default="missing", choices=["missing", "always", "never"]),
+    )
+
+
+def device_rate_option(rate_type):
+    """community.docker's shape of the block I/O limits: a list of {path, rate}."""
+    return dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            path=dict(type="str", required=True),
+            rate=dict(type=rate_type, required=True),
+        ),
     )
 
 
@@ -700,14 +873,22 @@ class ContainerModule:
 
     def put(self, agent_state, spec, dry_run, current):
         body = {"state": agent_state, "dry_run": dry_run, "spec": spec}
+        if "image" in spec and self.params["pull"] != "missing":
+            # Not part of the spec: how the agent gets the image (rootfs containers have none).
+            # missing is the agent's default, so it is left out (an agent without images then
+            # answers about spec.image, not about an unknown pull field).
+            body["pull"] = self.params["pull"]
         if dry_run:
             return self.client.put(self.path, body=body).body
-        # A converge may stop a container (its stop timeout) and start one: run it as an
-        # operation and wait for it, so no single HTTP request has to stay open that long.
+        # A converge may stop a container (its stop timeout), pull an image and start one: run
+        # it as an operation and wait for it, so no single HTTP request stays open that long.
         response = self.client.put(self.path, body=body, query={"async": True})
         if response.status != 202:
             return response.body
-        done = self.client.wait_operation(response.body, timeout=self.slow_timeout(current))
+        timeout = self.slow_timeout(current)
+        if "image" in spec and self.params["pull"] != "never":
+            timeout += PULL_TIMEOUT
+        done = self.client.wait_operation(response.body, timeout=timeout)
         return done.get("result") or {}
 
     def converge(self, state, spec):
@@ -719,6 +900,8 @@ class ContainerModule:
             return self.forced_recreate(state, spec, current)
 
         answer = self.put(agent_state, spec, self.check_mode, current)
+        if self.check_mode:
+            answer = self.predict_pull(spec, agent_state, answer)
         actions = list(answer.get("actions") or [])
         container = answer.get("container") or {}
         if self.params["restart"] and not set(actions) & {"create", "recreate", "start"}:
@@ -735,6 +918,49 @@ class ContainerModule:
             container=container,
             diff=ansible_diff(self.name, answer.get("diff")),
         )
+
+    def predict_pull(self, spec, agent_state, answer):
+        """Check mode with pull=always: will the pull move the tag (and so recreate)?
+
+        The agent's dry run answers from its store, so for an image it holds it cannot tell
+        whether the registry's tag names another image now. The module reads the tag's
+        digest from the registry (one HEAD request, see _registry.py) and compares it with
+        the image the agent holds under that name; when they differ, the real run pulls and
+        creates the container anew from the pulled image. When the registry cannot be asked,
+        the agent's answer stands.
+        """
+        actions = list(answer.get("actions") or [])
+        if "image" not in spec or self.params["pull"] != "always" or "pull" in actions:
+            return answer
+        local = self.client.get_or_none("/v1/images/%s" % quote_path(spec["image"]))
+        if not local:
+            return answer
+        remote = RegistryProbe(timeout=self.client.timeout).tag_digest(spec["image"])
+        if remote is None or remote == local.get("digest"):
+            return answer
+        container = answer.get("container") or {}
+        predicted = dict(answer)
+        if "create" in actions:
+            predicted["actions"] = ["pull", *actions]
+        else:
+            status = (container.get("state") or {}).get("status")
+            runs = agent_state == "running" or (
+                agent_state == "present" and status in ("running", "paused")
+            )
+            predicted["actions"] = ["pull", "recreate"] + (["start"] if runs else [])
+        diff = dict(answer.get("diff") or {})
+        fields = list(diff.get("fields") or [])
+        if "spec.image_id" not in fields and "image_id" not in fields:
+            fields.append("spec.image_id")
+        diff["fields"] = fields
+        if diff.get("before") is None and container:
+            diff["before"] = {
+                "state": (container.get("state") or {}).get("status"),
+                "spec": container.get("spec"),
+            }
+        diff.setdefault("after", {"state": agent_state, "spec": None})
+        predicted["diff"] = diff
+        return predicted
 
     def forced_recreate(self, state, spec, current):
         """recreate=true: remove and create, whatever the agent thinks of the difference."""

@@ -36,7 +36,7 @@ class NetworkCreate(NetworkSpecBody):
 
 
 class NetworkPut(_Body):
-    spec: NetworkSpecBody = Field(default_factory=lambda: NetworkSpecBody())
+    spec: NetworkSpecBody = Field(default_factory=NetworkSpecBody)
     dry_run: bool = False
 
 

@@ -6,5 +6,10 @@ cd "$(dirname "$0")"
 # shellcheck source=../setup_gantry_agent/agent.sh
 source ../setup_gantry_agent/agent.sh
 gantry_agent_start
+# For the image options (used when the agent has images): a registry on loopback and a
+# tarball of the root file system to import.
+gantry_registry_start
+gantry_rootfs_tarball "$GANTRY_TEST_ROOTFS" "$GANTRY_TEST_DIR/rootfs.tar.gz"
 ansible-playbook -i "${INVENTORY_PATH}" runme.yml \
-  -e "gantry_test_dir=$GANTRY_TEST_DIR gantry_test_rootfs=$GANTRY_TEST_ROOTFS" "$@"
+  -e "gantry_test_dir=$GANTRY_TEST_DIR gantry_test_rootfs=$GANTRY_TEST_ROOTFS" \
+  -e "gantry_test_registry=$GANTRY_TEST_REGISTRY gantry_test_subnet=$GANTRY_TEST_SUBNET" "$@"

@@ -7,6 +7,10 @@
 #   GANTRY_AGENT_URL    unix://<dir>/agent.sock (the modules' agent_url falls back to it)
 #   GANTRY_TEST_DIR     the temporary directory
 #   GANTRY_TEST_ROOTFS  <dir>/rootfs, a root file system of busybox applets
+#   GANTRY_TEST_SUBNET  a /24 no route of this host uses, for the networks a test makes
+# gantry_registry_start adds a docker-registry on loopback (GANTRY_TEST_REGISTRY=127.0.0.1:PORT)
+# for pulls and pushes; gantry_rootfs_tarball packs the root file system for image imports;
+# gantry_free_subnets gives further /24s (10.128-191.x) for networks a test makes.
 # The agent puts its containers' cgroups under a parent of its own (gantry-it-<suffix>), so
 # tests running side by side never share one. Its networks are its own too: default bridge
 # gi<suffix>, nftables table gantry_it_<suffix>, a free 172.30.x.0/24 default subnet and a
@@ -56,6 +60,25 @@ for _ in range(200):
 PY
 }
 
+gantry_free_subnets() {
+  # gantry_free_subnets N [PREFIX]: N free subnets 10.X.Y.0/PREFIX (default /24), X in
+  # 128..191 (the agent tests use 10.200-254), each X one no route of this host uses.
+  local count=$1 prefix=${2:-24} found=0 x y routes
+  routes=$(ip -4 route show table all 2>/dev/null)
+  while ((found < count)); do
+    x=$((128 + RANDOM % 64))
+    y=$((RANDOM % 256))
+    if ((prefix < 24)); then
+      y=$((y & ~((1 << (24 - prefix)) - 1) & 255))
+    fi
+    if ! grep -q "10\.$x\." <<<"$routes"; then
+      echo "10.$x.$y.0/$prefix"
+      routes+=$'\n'"10.$x."
+      found=$((found + 1))
+    fi
+  done
+}
+
 gantry_agent_start() {
   GANTRY_TEST_DIR=$(mktemp -d /tmp/gantry-it.XXXXXX)
   export GANTRY_TEST_DIR
@@ -73,6 +96,8 @@ gantry_agent_start() {
     --network-subnet-pool "$(gantry_free_subnet 172.29 20 16)" \
     --cni-config-dir "$GANTRY_TEST_DIR/cni-conf" >"$GANTRY_TEST_DIR/agent.log" 2>&1 &
   GANTRY_AGENT_PID=$!
+  GANTRY_TEST_SUBNET=$(gantry_free_subnets 1)
+  export GANTRY_TEST_SUBNET
   local tries
   for tries in $(seq 1 300); do
     if [[ -S $GANTRY_TEST_DIR/agent.sock ]] && gantry_agent_api GET /readyz >/dev/null 2>&1; then
@@ -101,6 +126,15 @@ gantry_agent_stop() {
       python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))'); do
       gantry_agent_api DELETE "/v1/containers/$name?force=true" >/dev/null
     done
+    # Networks the test made (their bridges and rules go with them; the default one below).
+    for name in $(gantry_agent_api GET /v1/networks 2>/dev/null |
+      python3 -c 'import json, sys
+try:
+    print(" ".join(n["name"] for n in json.load(sys.stdin) if n["name"] != "gantry"))
+except (ValueError, TypeError, KeyError):
+    pass'); do
+      gantry_agent_api DELETE "/v1/networks/$name" >/dev/null
+    done
     kill "$GANTRY_AGENT_PID"
     wait "$GANTRY_AGENT_PID"
   fi
@@ -119,6 +153,36 @@ gantry_agent_stop() {
     ip link delete "$GANTRY_TEST_BRIDGE" type bridge 2>/dev/null
     nft delete table inet "$GANTRY_TEST_NFT" 2>/dev/null
   fi
+  if [[ -n ${GANTRY_REGISTRY_PID:-} ]]; then
+    kill "$GANTRY_REGISTRY_PID" 2>/dev/null
+    wait "$GANTRY_REGISTRY_PID" 2>/dev/null
+  fi
   rm -rf "$GANTRY_TEST_DIR"
   return "$rc"
+}
+
+gantry_rootfs_tarball() {
+  # gantry_rootfs_tarball ROOTFS TARBALL: a gzip tarball of a root file system, for imports.
+  tar -C "$1" -czf "$2" .
+}
+
+gantry_registry_start() {
+  # A docker-registry on 127.0.0.1:<free port> with its storage under GANTRY_TEST_DIR,
+  # stopped by gantry_agent_stop. Loopback registries are spoken to over plain HTTP.
+  local port tries
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$GANTRY_TEST_DIR/registry" "$port" >"$GANTRY_TEST_DIR/registry.yml"
+  docker-registry serve "$GANTRY_TEST_DIR/registry.yml" >"$GANTRY_TEST_DIR/registry.log" 2>&1 &
+  GANTRY_REGISTRY_PID=$!
+  for tries in $(seq 1 200); do
+    if curl --silent --max-time 2 "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
+      export GANTRY_TEST_REGISTRY=127.0.0.1:$port
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "docker-registry did not start (try $tries):" >&2
+  cat "$GANTRY_TEST_DIR/registry.log" >&2
+  return 1
 }

@@ -288,6 +288,45 @@ def test_put_sends_json_query_and_token(unix_agent):
     assert seen["headers"]["Authorization"] == "Bearer s3cret"
 
 
+def test_upload_streams_a_file_as_the_raw_body(unix_agent, tmp_path):
+    unix_agent.routes["POST", "/v1/images/load"] = lambda h: (200, {"changed": True})
+    archive = tmp_path / "image.tar"
+    payload = bytes(range(256)) * 9000
+    archive.write_bytes(payload)
+    with archive.open("rb") as upload:
+        response = AgentClient(unix_agent.url).post(
+            "/v1/images/load",
+            query={"reference": "a:1"},
+            upload=upload,
+            content_type="application/x-tar",
+        )
+    assert response.body == {"changed": True}
+    seen = unix_agent.seen[0]
+    assert seen["path"] == "/v1/images/load?reference=a%3A1"
+    assert seen["headers"]["Content-Type"] == "application/x-tar"
+    assert seen["headers"]["Content-Length"] == str(len(payload))
+    assert seen["body"] == payload
+
+
+def test_sink_receives_the_answer_and_errors_still_raise(unix_agent, tmp_path):
+    payload = b"tar bytes " * 300000
+    unix_agent.routes["POST", "/v1/images/save"] = lambda h: (200, payload)
+    unix_agent.routes["POST", "/v1/images/nosave"] = lambda h: (
+        404,
+        {"detail": "no such image: x:1", "field": "references"},
+    )
+    client = AgentClient(unix_agent.url)
+    with (tmp_path / "out.tar").open("wb") as sink:
+        response = client.post("/v1/images/save", body={"references": ["a:1"]}, sink=sink)
+    assert response.body is None
+    assert (tmp_path / "out.tar").read_bytes() == payload
+    assert json.loads(unix_agent.seen[0]["body"]) == {"references": ["a:1"]}
+    with (tmp_path / "bad.tar").open("wb") as sink, pytest.raises(client_mod.AgentNotFound) as info:
+        client.post("/v1/images/nosave", body={}, sink=sink)
+    assert str(info.value) == "no such image: x:1"
+    assert (tmp_path / "bad.tar").read_bytes() == b""
+
+
 def test_path_segments_are_quoted(unix_agent):
     unix_agent.routes["GET", "/v1/images/busybox%3Alatest"] = lambda h: (200, {})
     AgentClient(unix_agent.url).get("/v1/images/" + client_mod.quote_path("busybox:latest"))

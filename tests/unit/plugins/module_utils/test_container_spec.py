@@ -198,3 +198,149 @@ def test_diff_absent_side():
     diff = ansible_diff("web", {"before": {"state": "stopped"}, "after": None, "fields": ["state"]})
     assert diff["after"] == {"state": "absent"}
     assert ansible_diff("web", None)["fields"] == []
+
+
+# --- networks, dns, block I/O, pull (CONTRACTS: community.docker's names and shapes) ---------
+
+
+def test_networks_become_the_agents_network_object():
+    spec = build_spec(
+        params(
+            rootfs="/r",
+            network_mode="bridge",
+            networks=[
+                {"name": "front", "aliases": ["web", "www"], "ipv4_address": "10.89.0.5"},
+                {"name": "back"},
+            ],
+        )
+    )
+    assert spec["network"] == {
+        "mode": "bridge",
+        "networks": {
+            "front": {"aliases": ["web", "www"], "ipv4_address": "10.89.0.5"},
+            "back": {},
+        },
+    }
+
+
+def test_networks_alone_leave_the_mode_to_the_agent():
+    spec = build_spec(params(rootfs="/r", networks=[{"name": "front"}]))
+    assert spec["network"] == {"networks": {"front": {}}}
+
+
+def test_an_empty_network_list_is_sent():
+    assert build_spec(params(rootfs="/r", networks=[]))["network"] == {"networks": {}}
+
+
+@pytest.mark.parametrize("mode", ["bridge", "none", "host", "container:db"])
+def test_network_mode_alone(mode):
+    assert build_spec(params(rootfs="/r", network_mode=mode))["network"] == {"mode": mode}
+
+
+def test_a_network_listed_twice_is_refused():
+    with pytest.raises(SpecError) as info:
+        build_spec(params(rootfs="/r", networks=[{"name": "a"}, {"name": "a"}]))
+    assert str(info.value) == "networks[1].name: network 'a' is listed twice"
+
+
+def test_a_network_without_a_name_is_refused_by_the_argument_spec():
+    result = ArgumentSpecValidator(container.argument_spec()).validate(
+        {"name": "web", "rootfs": "/r", "networks": [{"aliases": ["x"]}]}
+    )
+    assert any("name" in message for message in result.error_messages)
+
+
+def test_dns_options_map_onto_the_dns_object():
+    spec = build_spec(
+        params(
+            rootfs="/r",
+            dns_servers=["10.0.0.2", "10.0.0.3"],
+            dns_search_domains=["example.com"],
+            dns_options=["ndots:2"],
+        )
+    )
+    assert spec["dns"] == {
+        "servers": ["10.0.0.2", "10.0.0.3"],
+        "search": ["example.com"],
+        "options": ["ndots:2"],
+    }
+
+
+def test_dns_only_what_is_set():
+    assert build_spec(params(rootfs="/r", dns_opts=["rotate"]))["dns"] == {"options": ["rotate"]}
+    assert "dns" not in build_spec(params(rootfs="/r"))
+
+
+def test_block_io_options_map_onto_resources():
+    spec = build_spec(
+        params(
+            rootfs="/r",
+            blkio_weight=300,
+            device_read_bps=[{"path": "/dev/sda", "rate": "10m"}],
+            device_write_bps=[{"path": "/dev/sda", "rate": 1048576}],
+            device_read_iops=[{"path": "/dev/sdb", "rate": "100"}],
+            device_write_iops=[{"path": "/dev/sdb", "rate": 50}],
+        )
+    )
+    assert spec["resources"] == {
+        "blkio_weight": 300,
+        "device_read_bps": [{"path": "/dev/sda", "rate": "10m"}],
+        "device_write_bps": [{"path": "/dev/sda", "rate": 1048576}],
+        # iops rates are ints (community.docker's type), so "100" arrives converted.
+        "device_read_iops": [{"path": "/dev/sdb", "rate": 100}],
+        "device_write_iops": [{"path": "/dev/sdb", "rate": 50}],
+    }
+
+
+def test_an_empty_device_list_is_sent_so_removing_limits_is_a_change():
+    spec = build_spec(params(rootfs="/r", device_read_bps=[]))
+    assert spec["resources"] == {"device_read_bps": []}
+
+
+@pytest.mark.parametrize("rate", [True, 1.5, ["1m"]])
+def test_a_bps_rate_that_is_neither_number_nor_size_is_refused(rate):
+    with pytest.raises(SpecError) as info:
+        build_spec(params(rootfs="/r", device_write_bps=[{"path": "/dev/sda", "rate": rate}]))
+    assert str(info.value).startswith(
+        "device_write_bps[0].rate: must be a number or a size such as 10m, got"
+    )
+
+
+def test_iops_rate_must_be_an_integer():
+    result = ArgumentSpecValidator(container.argument_spec()).validate(
+        {"name": "web", "rootfs": "/r", "device_read_iops": [{"path": "/dev/sda", "rate": "many"}]}
+    )
+    assert any("rate" in message for message in result.error_messages)
+
+
+def test_pull_is_not_part_of_the_spec():
+    spec = build_spec(params(image="busybox:1", pull="always"))
+    assert spec == {"image": "busybox:1"}
+
+
+def test_pull_choices():
+    result = ArgumentSpecValidator(container.argument_spec()).validate(
+        {"name": "web", "image": "busybox", "pull": "sometimes"}
+    )
+    assert any("pull" in message for message in result.error_messages)
+    assert params(image="busybox")["pull"] == "missing"
+
+
+@pytest.mark.parametrize(
+    "field, option",
+    [
+        ("spec.network", "network_mode"),
+        ("spec.network.networks", "networks"),
+        ("spec.network.networks.front.ipv4_address", "networks"),
+        ("spec.dns", "dns_servers"),
+        ("spec.dns.servers[1]", "dns_servers"),
+        ("spec.dns.search", "dns_search_domains"),
+        ("spec.dns.options.0", "dns_opts"),
+        ("spec.resources.blkio_weight", "blkio_weight"),
+        ("spec.resources.device_read_bps[0].rate", "device_read_bps"),
+        ("spec.resources.device_write_iops.1.path", "device_write_iops"),
+        ("spec.image_id", "image"),
+    ],
+)
+def test_new_fields_name_their_options(field, option):
+    assert option_for_field(field) == option
