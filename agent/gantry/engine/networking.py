@@ -622,7 +622,7 @@ class Networking:
             subnet=body.get("subnet") or "",
             gateway=body.get("gateway") or "",
             ip_range=body.get("ip_range") or "",
-            internal=bool(body.get("internal") or False),
+            internal=bool(body.get("internal")),
             labels=dict(body.get("labels") or {}),
             parent=body.get("parent") or "",
         )

@@ -219,9 +219,19 @@ BAD_REQUESTS: list[tuple[dict[str, Any] | str, int, str]] = [
     ),
     ({"spec": {"rootfs": "ROOTFS", "command": ["true"], "colour": "blue"}}, 422, "spec.colour"),
     (
-        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "network": {"mode": "bridge"}}},
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "network": {"mode": "nat"}}},
         422,
         "spec.network.mode",
+    ),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "ports": ["80:80:80:80"]}},
+        422,
+        "spec.ports[0]",
+    ),
+    (
+        {"spec": {"rootfs": "ROOTFS", "command": ["true"], "network": {"networks": ["nope"]}}},
+        422,
+        "spec.network.networks",
     ),
     ({"spec": {"image": "alpine:3", "command": ["true"]}}, 422, "spec.image"),
     ({"spec": {"rootfs": "ROOTFS", "command": ["true"]}, "dry_run": "yes"}, 422, "dry_run"),

@@ -360,8 +360,12 @@ def test_kill_9_of_the_agent_then_restart_cleans_what_it_left(no_leftovers: None
         # (its row is gone, the network it had is not).
         os.kill(pids["dies"], 9)
         os.kill(pids["gone"], 9)
-        with contextlib.closing(sqlite3.connect(agent.root / "state.db")) as db, db:
-            db.execute("DELETE FROM containers WHERE name = 'gone'")
+        db = sqlite3.connect(agent.root / "state.db")
+        try:
+            with db:
+                db.execute("DELETE FROM containers WHERE name = 'gone'")
+        finally:
+            db.close()
         assert http_get(f"http://127.0.0.1:{port}/") == "still here\n"  # no agent needed
         agent.start()
 
