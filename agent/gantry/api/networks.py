@@ -36,7 +36,7 @@ class NetworkCreate(NetworkSpecBody):
 
 
 class NetworkPut(_Body):
-    spec: NetworkSpecBody = Field(default_factory=NetworkSpecBody)
+    spec: NetworkSpecBody | None = None
     dry_run: bool = False
 
 
@@ -58,7 +58,8 @@ def networks_router(engine: Engine) -> APIRouter:
 
     @router.put("/{name}")
     def put_network(name: str, body: NetworkPut) -> dict[str, Any]:
-        return engine.net.converge_network(name, body.spec.model_dump(), dry_run=body.dry_run)
+        spec = body.spec.model_dump() if body.spec is not None else {}
+        return engine.net.converge_network(name, spec, dry_run=body.dry_run)
 
     @router.delete("/{name}")
     def remove_network(name: str) -> dict[str, Any]:

@@ -190,6 +190,25 @@ def test_peers_reach_by_ip_and_name_another_network_cannot(no_leftovers: None) -
         assert agent.error("POST", "/v1/networks", body={"name": "other"}).status == 409
         bad = agent.error("POST", "/v1/networks", body={"name": "x", "subnet": "10.1.2.3/24"})
         assert (bad.status, bad.field) == (422, "subnet")
+        # PUT converges a network: create, no change, dry run, recreate, refused while in use
+        put = agent.req("PUT", "/v1/networks/extra", body={"spec": {"labels": {"a": "1"}}})
+        assert put["changed"] and put["actions"] == ["create"] and put["network"]["subnet"]
+        again = agent.req("PUT", "/v1/networks/extra", body={"spec": {"labels": {"a": "1"}}})
+        assert (again["changed"], again["actions"]) == (False, [])
+        subnet = put["network"]["subnet"]
+        same = agent.req("PUT", "/v1/networks/extra", body={"spec": {"subnet": subnet}})
+        assert not same["changed"]
+        dry = agent.req(
+            "PUT", "/v1/networks/extra", body={"spec": {"internal": True}, "dry_run": True}
+        )
+        assert dry["actions"] == ["recreate"] and dry["diff"]["after"]["internal"] is True
+        assert agent.req("GET", "/v1/networks/extra")["internal"] is False
+        done = agent.req("PUT", "/v1/networks/extra", body={"spec": {"internal": True}})
+        assert done["network"]["internal"] is True
+        assert done["network"]["id"] != put["network"]["id"]
+        busy = agent.error("PUT", "/v1/networks/other", body={"spec": {"internal": True}})
+        assert busy.status == 409 and "gamma" in busy.detail
+        assert agent.req("DELETE", "/v1/networks/extra") == {"changed": True}
         # a peer that leaves disappears from the others' hosts files (rewritten in place)
         ok(agent, "rm", "-f", "alpha")
         assert "alpha" not in run_in(agent, "beta", "cat", "/etc/hosts")["stdout"]
@@ -360,9 +379,12 @@ def test_kill_9_of_the_agent_then_restart_cleans_what_it_left(no_leftovers: None
         # (its row is gone, the network it had is not).
         os.kill(pids["dies"], 9)
         os.kill(pids["gone"], 9)
-        with contextlib.closing(sqlite3.connect(agent.root / "state.db")) as db:
-            db.execute("DELETE FROM containers WHERE name = 'gone'")
-            db.commit()
+        db = sqlite3.connect(agent.root / "state.db")
+        try:
+            with db:
+                db.execute("DELETE FROM containers WHERE name = 'gone'")
+        finally:
+            db.close()
         assert http_get(f"http://127.0.0.1:{port}/") == "still here\n"  # no agent needed
         agent.start()
 
