@@ -60,7 +60,7 @@ def host_info(engine: Engine) -> dict[str, Any]:
         },
         "features": {
             "images": True,
-            "network": False,
+            "network": True,
             "exec": engine.exec_available,
             "log_timestamps": False,
             "cgroup_update": engine.resources_in_place,
