@@ -39,6 +39,7 @@ from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine.events import EventLog
 from gantry.engine.health import NO_HEALTH, HealthChecker
+from gantry.engine.launch import Launching
 from gantry.engine.monitor import ExitMonitor
 from gantry.engine.operations import Operations
 from gantry.engine.plan import plan
@@ -72,7 +73,9 @@ _STEP_FIELDS: Final = {
 
 
 class Engine:
-    def __init__(self, root: Path, *, cgroup_parent: str = "/gantry") -> None:
+    def __init__(
+        self, root: Path, *, cgroup_parent: str = "/gantry", use_launcher: bool = True
+    ) -> None:
         self.root = root
         self.cgroup_parent = cgroup_parent
         self.containers_dir = root / "containers"
@@ -101,6 +104,7 @@ class Engine:
         self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
         self.monitor = ExitMonitor(self._on_exit)
         self.operations = Operations()
+        self.launching = Launching(self.runtime_root, use_launcher=use_launcher)
         self.recover()
 
     def close(self) -> None:
@@ -111,6 +115,7 @@ class Engine:
         self.events.close()
         self.health.close()
         self.monitor.close()
+        self.launching.close()
         self.store.close()
 
     # --- locks and lookups ---------------------------------------------------------------
@@ -429,7 +434,6 @@ class Engine:
         if leftover is not None:
             self._delete_runtime(leftover)
         directory = self.bundle_dir(row)
-        spec = bundles.spec_for(directory)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         log = os.open(
             directory / bundles.LOG_FILE,
@@ -438,9 +442,12 @@ class Engine:
         )
         try:
             try:
-                recorded = supervisor.create(
-                    self.runtime_root, row.id, bundle=directory, spec=spec, stdio=(null, log, log)
-                )
+                # The runtime container, its init waiting for start (see .launch).
+                recorded = self.launching.create(row.id, directory, stdio=(null, log, log))
+            except SpecError as exc:
+                raise Invalid(
+                    f"spec: the runtime refuses the container's configuration: {exc}", "spec"
+                ) from None
             except ContainerInitError as exc:
                 field = _STEP_FIELDS.get(exc.step, "spec")
                 raise Invalid(
@@ -962,10 +969,11 @@ class Engine:
 def _preload_runtime() -> None:
     """Import every module a container's supervisor loads lazily, before any request.
 
-    ``supervisor.create`` forks this multi-threaded process: a module imported for the
-    first time in the child while another thread of the parent held the import lock at
-    the fork would deadlock the child (the lock's owner does not exist there). The seam
-    for the real fix, a single-threaded fork server, is ``gantry.runtime.launcher``."""
+    Containers are created by the warm launcher (:mod:`.launch`); only when none can be
+    started does ``supervisor.create`` fork this multi-threaded process, and then a module
+    imported for the first time in the child while another thread of the parent held the
+    import lock at the fork would deadlock the child (the lock's owner does not exist
+    there)."""
     for module in (
         "gantry.runtime.process",
         "gantry.runtime.init",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,67 @@ def test_sigterm_stops_the_agent_gracefully_and_containers_keep_running(no_lefto
         assert ags.pid_alive(pid)
         agent.start()
         assert agent.req("GET", "/v1/containers/stays")["state"]["pid"] == pid
+
+
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def _shim_pid(agent: ags.Agent, name: str) -> int:
+    container_id = agent.req("GET", f"/v1/containers/{name}")["id"]
+    state = json.loads((agent.root / "runtime" / container_id / "state.json").read_text())
+    return int(state["shim_pid"])
+
+
+def _kill9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    ags.wait_for(lambda: not ags.pid_alive(pid), what=f"pid {pid} to die")
+
+
+def test_containers_come_from_the_launcher_and_outlive_it_and_the_agent(
+    no_leftovers: None,
+) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        launcher = agent.req("GET", "/v1/info")["launcher"]
+        assert launcher["mode"] == "launcher" and launcher["restarts"] == 0
+        first = launcher["pid"]
+        cmdline = Path(f"/proc/{first}/cmdline").read_bytes().split(b"\0")
+        assert b"gantry.runtime.launcher" in cmdline
+        assert agent.process is not None and _parent(first) == agent.process.pid
+        agent.put("a", looping(rootfs, "a"))
+        # The launcher forked the supervisor, which became the shim: its child.
+        assert _parent(_shim_pid(agent, "a")) == first
+        pid_a = agent.req("GET", "/v1/containers/a")["state"]["pid"]
+
+        # A launcher killed under the agent: the next create gets a new one.
+        _kill9(first)
+        assert ags.pid_alive(pid_a)
+        agent.put("b", looping(rootfs, "b"))
+        launcher = agent.req("GET", "/v1/info")["launcher"]
+        assert launcher["mode"] == "launcher" and launcher["restarts"] == 1
+        second = launcher["pid"]
+        assert second != first and _parent(_shim_pid(agent, "b")) == second
+        pid_b = agent.req("GET", "/v1/containers/b")["state"]["pid"]
+        shims = [_shim_pid(agent, "a"), _shim_pid(agent, "b")]
+
+        # kill -9 of both: every container and its shim goes on.
+        _kill9(second)
+        agent.kill9()
+        assert all(ags.pid_alive(pid) for pid in (pid_a, pid_b, *shims))
+        (rootfs / "tmp" / "stop-b").touch()  # an exit while nobody watches
+        ags.wait_for(lambda: not ags.pid_alive(pid_b), what="b to exit")
+
+        agent.start()
+        rows = {row["name"]: row for row in agent.req("GET", "/v1/containers")}
+        assert (rows["a"]["status"], rows["a"]["pid"]) == ("running", pid_a)
+        assert (rows["b"]["status"], rows["b"]["exit_code"]) == ("stopped", 0)
+        third = agent.req("GET", "/v1/info")["launcher"]["pid"]
+        assert third not in (None, first, second)
+        # The re-adopted container is watched; new ones come from the new launcher.
+        (rootfs / "tmp" / "stop-a").touch()
+        assert agent.req("POST", "/v1/containers/a/wait", body={"timeout": 60})["exit_code"] == 0
+        agent.put("c", looping(rootfs, "c"))
+        assert _parent(_shim_pid(agent, "c")) == third
