@@ -19,6 +19,7 @@ requests on one container serialise and requests on different containers run in 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import logging
@@ -101,7 +102,9 @@ class Engine:
         self.tmp.mkdir(mode=0o700)
         self.store = Store(root / "state.db")
         self.events = EventLog(self.store)
-        self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
+        self.health = HealthChecker(
+            self._run_check, self._still_running, self._health_changed, self.store.save_health
+        )
         self.monitor = ExitMonitor(self._on_exit)
         self.operations = Operations()
         self.launching = Launching(self.runtime_root, use_launcher=use_launcher)
@@ -116,7 +119,31 @@ class Engine:
         self.health.close()
         self.monitor.close()
         self.launching.close()
+        self._remove_empty_cgroup_parent()
         self.store.close()
+
+    def _remove_empty_cgroup_parent(self) -> None:
+        """Remove the agent's parent cgroup from every hierarchy where it is empty: no
+        running container is left under it (the kernel refuses to remove a cgroup that has
+        children, so a running container keeps it). The runtime creates it again with the
+        next container. Only the parent itself: the cgroups above it are not the agent's."""
+        if self.cgroup_parent.strip("/") == "":
+            return
+        try:
+            directories = set(open_cgroup(self.cgroup_parent, self.cgroup_layout).paths().values())
+        except (CgroupError, ValueError) as exc:
+            _log.warning("cgroup parent %s: not removed: %s", self.cgroup_parent, exc)
+            return
+        for directory in sorted(directories):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    _log.warning("cgroup parent %s: not removed: %s", directory, exc)
+            else:
+                _log.debug("removed the empty cgroup parent %s", directory)
 
     # --- locks and lookups ---------------------------------------------------------------
 
@@ -206,7 +233,7 @@ class Engine:
         policy = row.spec["restart_policy"]["name"]
         if runtime is not None and runtime.status in RUNNING_STATES and runtime.state is not None:
             self.monitor.watch(row.id, runtime.state.pid, runtime.state.start_time)
-            self._watch_health(row, row.started_at)
+            self._watch_health(row, row.started_at, adopted=True)
             self.events.emit("adopt", row.name, row.id, pid=runtime.state.pid)
             return
         if runtime is not None and runtime.status in ("created", "creating"):
@@ -350,9 +377,15 @@ class Engine:
 
     # --- health -------------------------------------------------------------------------------
 
-    def _watch_health(self, row: ContainerRow, started_at: str | None) -> None:
+    def _watch_health(
+        self, row: ContainerRow, started_at: str | None, *, adopted: bool = False
+    ) -> None:
         if row.spec["healthcheck"] is not None and self.exec_available:
-            self.health.watch(row.id, row.spec["healthcheck"], started_at)
+            # A re-adopted container goes on with the health of its current run.
+            restored = self.store.load_health(row.id, started_at) if adopted else None
+            self.health.watch(row.id, row.spec["healthcheck"], started_at, restored)
+        else:
+            self.store.drop_health(row.id)
 
     def _run_check(self, container_id: str, request: execs.ExecRequest) -> dict[str, Any]:
         return execs.run_exec(self.runtime_root, container_id, request, self.tmp)

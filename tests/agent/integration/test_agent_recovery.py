@@ -218,3 +218,60 @@ def test_containers_come_from_the_launcher_and_outlive_it_and_the_agent(
         assert agent.req("POST", "/v1/containers/a/wait", body={"timeout": 60})["exit_code"] == 0
         agent.put("c", looping(rootfs, "c"))
         assert _parent(_shim_pid(agent, "c")) == third
+
+
+def _parent_dirs(agent: ags.Agent) -> list[Path]:
+    parent = agent.extra[agent.extra.index("--cgroup-parent") + 1].lstrip("/")
+    return [
+        hierarchy / parent
+        for hierarchy in Path("/sys/fs/cgroup").iterdir()
+        if (hierarchy / parent).is_dir()
+    ]
+
+
+def test_the_agent_removes_its_empty_cgroup_parent_on_shutdown(no_leftovers: None) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("stays", looping(rootfs, "stays"))
+        pid = agent.req("GET", "/v1/containers/stays")["state"]["pid"]
+        assert _parent_dirs(agent)
+        # A running container keeps the parent (and keeps running).
+        assert agent.stop() == 0
+        assert _parent_dirs(agent) and ags.pid_alive(pid)
+        agent.start()
+        agent.req("DELETE", "/v1/containers/stays", query={"force": "true"})
+        assert agent.stop() == 0
+        assert _parent_dirs(agent) == []
+        agent.start()  # the next container makes it again
+        agent.put("again", looping(rootfs, "again"))
+        assert _parent_dirs(agent)
+
+
+def test_health_survives_an_agent_restart(no_leftovers: None) -> None:
+    check = {"test": ["CMD-SHELL", "test ! -e /tmp/sick"], "interval": 0.5, "retries": 1}
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("doc", looping(rootfs, "doc", healthcheck=check))
+        (rootfs / "tmp" / "sick").touch()
+        before = ags.wait_for(
+            lambda: (
+                (h := agent.req("GET", "/v1/containers/doc")["state"]["health"])["status"]
+                == "unhealthy"
+                and h
+            ),
+            what="unhealthy",
+        )
+        agent.kill9()
+        agent.start()
+        after = agent.req("GET", "/v1/containers/doc")["state"]["health"]
+        # The same run of the container goes on from what it had: its status, streak and
+        # the results of checks made before the restart (an agent keeping health only in
+        # memory would answer "starting" with an empty log).
+        assert after["status"] == "unhealthy"
+        assert after["failing_streak"] >= before["failing_streak"]
+        assert before["log"][-1] in after["log"]
+        # A new run starts afresh.
+        (rootfs / "tmp" / "sick").unlink()
+        agent.req("POST", "/v1/containers/doc/restart", body={"timeout": 5})
+        assert (
+            before["log"][-1]
+            not in agent.req("GET", "/v1/containers/doc")["state"]["health"]["log"]
+        )
