@@ -790,7 +790,19 @@ class Engine:
                 self._launch_or_undo(row)
                 actions = actions[2:]
             for action in actions:
-                row = self._act(action, name, row, desired, state)
+                try:
+                    row = self._act(action, name, row, desired, state)
+                except EngineError as exc:
+                    if action != "start" or "recreate" not in actions:
+                        raise
+                    # As docker-compose: the old container is gone by now, the new one
+                    # stays created with the new spec; say so, so nobody looks for the old.
+                    raise type(exc)(
+                        f"{exc.detail} (the container was recreated with the new spec: the "
+                        "old one is removed, the new one is created but not running; fix "
+                        "the spec and apply again)",
+                        exc.field,
+                    ) from None
             assert row is not None
             if row.desired_state != state:
                 self.store.update(row.id, desired_state=state)

@@ -275,3 +275,22 @@ def test_health_survives_an_agent_restart(no_leftovers: None) -> None:
             before["log"][-1]
             not in agent.req("GET", "/v1/containers/doc")["state"]["health"]["log"]
         )
+
+
+def test_a_recreate_whose_new_container_cannot_start_says_what_it_left(
+    no_leftovers: None,
+) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("svc", looping(rootfs, "svc"))
+        old = agent.req("GET", "/v1/containers/svc")
+        broken = {**looping(rootfs, "svc"), "command": ["/no/such/program"]}
+        failed = agent.error("PUT", "/v1/containers/svc", body={"state": "running", "spec": broken})
+        assert failed.status == 422 and failed.field == "spec.command"
+        assert "recreated" in failed.detail and "old one is removed" in failed.detail
+        # As docker-compose: the old container is gone, the new one is there, created.
+        assert not ags.pid_alive(old["state"]["pid"])
+        now = agent.req("GET", "/v1/containers/svc")
+        assert now["id"] != old["id"] and now["state"]["status"] == "created"
+        assert now["spec"]["command"] == ["/no/such/program"]
+        # Fixing the spec converges again.
+        assert agent.put("svc", looping(rootfs, "svc"))["container"]["state"]["running"]
