@@ -86,6 +86,13 @@ def server_context(
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key))
+    # No TLS 1.3 session tickets. The server sends them unasked right after the handshake,
+    # and a client with a reader thread (websockets' sync client) then runs SSL_read on
+    # them while its main thread's SSL_write sends the request: OpenSSL does not allow
+    # both at once on one connection, the request is lost, and the connection hangs with
+    # the agent waiting for a request and the client for an answer. No client of the agent
+    # resumes sessions, so the tickets bought nothing.
+    context.num_tickets = 0
     if client_ca is not None:
         context.load_verify_locations(cafile=str(client_ca))
         context.verify_mode = ssl.CERT_OPTIONAL if tokens else ssl.CERT_REQUIRED
@@ -103,6 +110,13 @@ class PeerCertProtocol(H11Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         verified = bool(ssl_object is not None and ssl_object.getpeercert())
         self.app_state = {**self.app_state, PEER_CERT_KEY: verified}
+        # uvicorn arms its keep-alive timer only after a first response: a client that
+        # completes the TLS handshake and never sends a request would hold a connection
+        # (and a file descriptor) of the agent forever. Treat it like an idle keep-alive
+        # connection; the first bytes received cancel the timer (uvicorn's data_received).
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
 
 class RequireAuth:

@@ -19,6 +19,7 @@ requests on one container serialise and requests on different containers run in 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import logging
@@ -40,6 +41,7 @@ from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine.events import EventLog
 from gantry.engine.health import NO_HEALTH, HealthChecker
+from gantry.engine.launch import Launching
 from gantry.engine.monitor import ExitMonitor
 from gantry.engine.operations import Operations
 from gantry.engine.plan import plan
@@ -83,6 +85,7 @@ class Engine:
         cgroup_parent: str = "/gantry",
         registries: RegistryOptions | None = None,
         network: NetworkConfig | None = None,
+        use_launcher: bool = True,
     ) -> None:
         self.root = root
         self.cgroup_parent = cgroup_parent
@@ -110,12 +113,15 @@ class Engine:
         self.store = Store(root / "state.db")
         self.images = ImageService(root / "images", registries)
         self.events = EventLog(self.store)
-        self.health = HealthChecker(self._run_check, self._still_running, self._health_changed)
+        self.health = HealthChecker(
+            self._run_check, self._still_running, self._health_changed, self.store.save_health
+        )
         self.monitor = ExitMonitor(self._on_exit)
         self.operations = Operations()
         self.net = networking.Networking(
             network or networking.config_from_settings(None, root), self._peer_network
         )
+        self.launching = Launching(self.runtime_root, use_launcher=use_launcher)
         self.recover()
 
     def close(self) -> None:
@@ -126,7 +132,32 @@ class Engine:
         self.events.close()
         self.health.close()
         self.monitor.close()
+        self.launching.close()
+        self._remove_empty_cgroup_parent()
         self.store.close()
+
+    def _remove_empty_cgroup_parent(self) -> None:
+        """Remove the agent's parent cgroup from every hierarchy where it is empty: no
+        running container is left under it (the kernel refuses to remove a cgroup that has
+        children, so a running container keeps it). The runtime creates it again with the
+        next container. Only the parent itself: the cgroups above it are not the agent's."""
+        if self.cgroup_parent.strip("/") == "":
+            return
+        try:
+            directories = set(open_cgroup(self.cgroup_parent, self.cgroup_layout).paths().values())
+        except (CgroupError, ValueError) as exc:
+            _log.warning("cgroup parent %s: not removed: %s", self.cgroup_parent, exc)
+            return
+        for directory in sorted(directories):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    _log.warning("cgroup parent %s: not removed: %s", directory, exc)
+            else:
+                _log.debug("removed the empty cgroup parent %s", directory)
 
     # --- locks and lookups ---------------------------------------------------------------
 
@@ -218,7 +249,7 @@ class Engine:
         policy = row.spec["restart_policy"]["name"]
         if runtime is not None and runtime.status in RUNNING_STATES and runtime.state is not None:
             self.monitor.watch(row.id, runtime.state.pid, runtime.state.start_time)
-            self._watch_health(row, row.started_at)
+            self._watch_health(row, row.started_at, adopted=True)
             self.events.emit("adopt", row.name, row.id, pid=runtime.state.pid)
             return
         if runtime is not None and runtime.status in ("created", "creating"):
@@ -391,9 +422,15 @@ class Engine:
 
     # --- health -------------------------------------------------------------------------------
 
-    def _watch_health(self, row: ContainerRow, started_at: str | None) -> None:
+    def _watch_health(
+        self, row: ContainerRow, started_at: str | None, *, adopted: bool = False
+    ) -> None:
         if row.spec["healthcheck"] is not None and self.exec_available:
-            self.health.watch(row.id, row.spec["healthcheck"], started_at)
+            # A re-adopted container goes on with the health of its current run.
+            restored = self.store.load_health(row.id, started_at) if adopted else None
+            self.health.watch(row.id, row.spec["healthcheck"], started_at, restored)
+        else:
+            self.store.drop_health(row.id)
 
     def _run_check(self, container_id: str, request: execs.ExecRequest) -> dict[str, Any]:
         return execs.run_exec(self.runtime_root, container_id, request, self.tmp)
@@ -482,7 +519,6 @@ class Engine:
             self._delete_runtime(leftover)
         directory = self.bundle_dir(row)
         engine_images.ensure_mounted(self, row)
-        spec = bundles.spec_for(directory)
         self.net.check_peer(row.spec)  # container:<name> joins a running peer (else 409)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         log = os.open(
@@ -492,9 +528,12 @@ class Engine:
         )
         try:
             try:
-                recorded = supervisor.create(
-                    self.runtime_root, row.id, bundle=directory, spec=spec, stdio=(null, log, log)
-                )
+                # The runtime container, its init waiting for start (see .launch).
+                recorded = self.launching.create(row.id, directory, stdio=(null, log, log))
+            except SpecError as exc:
+                raise Invalid(
+                    f"spec: the runtime refuses the container's configuration: {exc}", "spec"
+                ) from None
             except ContainerInitError as exc:
                 field = _STEP_FIELDS.get(exc.step, "spec")
                 raise Invalid(
@@ -827,7 +866,19 @@ class Engine:
                 self._launch_or_undo(row)
                 actions = actions[2:]
             for action in actions:
-                row = self._act(action, name, row, desired, state)
+                try:
+                    row = self._act(action, name, row, desired, state)
+                except EngineError as exc:
+                    if action != "start" or "recreate" not in actions:
+                        raise
+                    # As docker-compose: the old container is gone by now, the new one
+                    # stays created with the new spec; say so, so nobody looks for the old.
+                    raise type(exc)(
+                        f"{exc.detail} (the container was recreated with the new spec: the "
+                        "old one is removed, the new one is created but not running; fix "
+                        "the spec and apply again)",
+                        exc.field,
+                    ) from None
             assert row is not None
             if row.desired_state != state:
                 self.store.update(row.id, desired_state=state)
@@ -1044,10 +1095,11 @@ class Engine:
 def _preload_runtime() -> None:
     """Import every module a container's supervisor loads lazily, before any request.
 
-    ``supervisor.create`` forks this multi-threaded process: a module imported for the
-    first time in the child while another thread of the parent held the import lock at
-    the fork would deadlock the child (the lock's owner does not exist there). The seam
-    for the real fix, a single-threaded fork server, is ``gantry.runtime.launcher``."""
+    Containers are created by the warm launcher (:mod:`.launch`); only when none can be
+    started does ``supervisor.create`` fork this multi-threaded process, and then a module
+    imported for the first time in the child while another thread of the parent held the
+    import lock at the fork would deadlock the child (the lock's owner does not exist
+    there)."""
     for module in (
         "gantry.runtime.process",
         "gantry.runtime.init",

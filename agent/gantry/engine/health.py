@@ -4,8 +4,8 @@ Docker's rules: the status is ``starting`` until the first success (failures dur
 ``start_period`` do not count), ``healthy`` after a success, ``unhealthy`` after
 ``retries`` failures in a row; a run longer than ``timeout`` is a failure. The last five
 results are kept. One thread per checked container, ended when the container stops.
-Health lives in memory: after an agent restart a re-adopted container starts again from
-``starting``.
+Each change is handed to ``save`` (the engine keeps it in SQLite), so a container
+re-adopted after an agent restart goes on from the status, streak and log it had.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ StillRunning = Callable[[str, str | None], bool]
 """Is the container (id) still running the process started at that time?"""
 Report = Callable[[str, str], None]
 """Tell of a health status change: (container id, new status)."""
+Save = Callable[[str, str | None, dict[str, Any]], None]
+"""Keep a container's health (container id, the run's start time, the state)."""
 
 
 def _argv(test: list[str]) -> tuple[str, ...]:
@@ -43,10 +45,17 @@ def _argv(test: list[str]) -> tuple[str, ...]:
 
 
 class HealthChecker:
-    def __init__(self, run: RunCheck, still_running: StillRunning, report: Report) -> None:
+    def __init__(
+        self,
+        run: RunCheck,
+        still_running: StillRunning,
+        report: Report,
+        save: Save | None = None,
+    ) -> None:
         self._run = run
         self._still_running = still_running
         self._report = report
+        self._save = save
         self._lock = threading.Lock()
         self._states: dict[str, dict[str, Any]] = {}
         self._stops: dict[str, threading.Event] = {}
@@ -56,12 +65,26 @@ class HealthChecker:
             found = self._states.get(container_id)
             return dict(found, log=list(found["log"])) if found else dict(NO_HEALTH)
 
-    def watch(self, container_id: str, check: dict[str, Any], started_at: str | None) -> None:
-        """Start checking a container that just started (or was re-adopted)."""
+    def watch(
+        self,
+        container_id: str,
+        check: dict[str, Any],
+        started_at: str | None,
+        restored: dict[str, Any] | None = None,
+    ) -> None:
+        """Start checking a container that just started, or was re-adopted (then
+        ``restored`` is the health its current run had, as ``save`` got it)."""
         self.forget(container_id)
         stop = threading.Event()
+        state = {"status": "starting", "failing_streak": 0, "log": []}
+        if restored is not None and restored.get("status") in ("starting", "healthy", "unhealthy"):
+            state = {
+                "status": restored["status"],
+                "failing_streak": int(restored.get("failing_streak", 0)),
+                "log": list(restored.get("log", []))[-LOG_KEPT:],
+            }
         with self._lock:
-            self._states[container_id] = {"status": "starting", "failing_streak": 0, "log": []}
+            self._states[container_id] = state
             self._stops[container_id] = stop
         thread = threading.Thread(
             target=self._loop,
@@ -117,13 +140,14 @@ class HealthChecker:
                 _log.warning("container %s: health check failed to run: %s", container_id, exc)
                 ok, output, code = False, str(exc), -1
             in_start_period = time.monotonic() - began < float(check["start_period"])
-            self._record(container_id, check, ok, in_start_period, stop, {
+            self._record(container_id, started_at, check, ok, in_start_period, stop, {
                 "start": started, "end": now_rfc3339(), "exit_code": code, "output": output,
             })  # fmt: skip
 
     def _record(
         self,
         container_id: str,
+        started_at: str | None,
         check: dict[str, Any],
         ok: bool,
         in_start_period: bool,
@@ -144,5 +168,11 @@ class HealthChecker:
                 if state["failing_streak"] >= int(check["retries"]):
                     state["status"] = "unhealthy"
             new = state["status"]
+            saved = dict(state, log=list(state["log"]))
+        if self._save is not None:
+            try:
+                self._save(container_id, started_at, saved)
+            except Exception as exc:  # the check goes on; only the copy on disk is late
+                _log.warning("container %s: cannot save its health: %s", container_id, exc)
         if new != old:
             self._report(container_id, new)

@@ -58,6 +58,7 @@ def host_info(engine: Engine) -> dict[str, Any]:
             "root_disk_bytes": disk.f_blocks * disk.f_frsize,
             "root_disk_free_bytes": disk.f_bavail * disk.f_frsize,
         },
+        "launcher": engine.launching.info(),
         "features": {
             "images": True,
             "network": True,

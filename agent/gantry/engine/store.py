@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS events (
     container_id TEXT,
     attributes TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS health (
+    container_id TEXT PRIMARY KEY REFERENCES containers(id) ON DELETE CASCADE,
+    started_at TEXT,
+    state TEXT NOT NULL
+);
 """
 
 
@@ -161,7 +166,32 @@ class Store:
             )
 
     def delete(self, db: sqlite3.Connection, container_id: str) -> None:
+        db.execute("DELETE FROM health WHERE container_id = ?", (container_id,))
         db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    # --- health ----------------------------------------------------------------------------
+
+    def save_health(self, container_id: str, started_at: str | None, state: dict[str, Any]) -> None:
+        """The health of the container's run that started at ``started_at``."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO health (container_id, started_at, state)"
+                " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM containers WHERE id = ?)",
+                (container_id, started_at, json.dumps(state), container_id),
+            )
+
+    def load_health(self, container_id: str, started_at: str | None) -> dict[str, Any] | None:
+        """The saved health of that same run of the container, if any."""
+        with self.transaction() as db:
+            found = db.execute(
+                "SELECT state FROM health WHERE container_id = ? AND started_at IS ?",
+                (container_id, started_at),
+            ).fetchone()
+        return None if found is None else dict(json.loads(found[0]))
+
+    def drop_health(self, container_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM health WHERE container_id = ?", (container_id,))
 
     # --- events --------------------------------------------------------------------------
 

@@ -11,11 +11,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import network_support as ns
 import rootfs_support as rs
@@ -23,9 +24,14 @@ from gantry.cli.client import AgentClient, AgentError, ClientSettings
 from gantry.engine.networking import config_from_settings
 from gantry.network import NetworkConfig, NetworkManager
 
+T = TypeVar("T")
+
 GANTRY = Path(sys.executable).parent / "gantry"
 APPLETS = ("sleep", "kill", "rm", "trap", "test", "[", "seq", "wc", "head", "cut", "grep")
 START_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 180.0
+"""Every request of a test gives up after this long (longer than the longest server-side
+wait a test asks for, 120 s) and fails naming the request, instead of hanging the run."""
 
 
 def make_rootfs(directory: Path) -> Path:
@@ -49,7 +55,9 @@ class Agent:
         self.extra = tuple(extra)
         self.process: subprocess.Popen[bytes] | None = None
         self.network: NetworkConfig = config_from_settings(None, self.root)
-        self.client = AgentClient(ClientSettings(url=f"unix://{self.socket}", timeout=300))
+        self.client = AgentClient(
+            ClientSettings(url=f"unix://{self.socket}", timeout=REQUEST_TIMEOUT)
+        )
 
     def start(self) -> Agent:
         with self.log.open("ab") as log:
@@ -102,12 +110,19 @@ class Agent:
     # --- shortcuts ------------------------------------------------------------------------
 
     def req(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.client.request(method, path, **kwargs)
+        try:
+            return self.client.request(method, path, **kwargs)
+        except AgentError as exc:
+            if exc.status == 0:  # unreachable, or no answer within REQUEST_TIMEOUT
+                raise AssertionError(f"{method} {path}: {exc.detail}") from None
+            raise
 
     def error(self, method: str, path: str, **kwargs: Any) -> AgentError:
         try:
             self.client.request(method, path, **kwargs)
         except AgentError as exc:
+            if exc.status == 0:
+                raise AssertionError(f"{method} {path}: {exc.detail}") from None
             return exc
         raise AssertionError(f"{method} {path} succeeded, an error was expected")
 
@@ -233,6 +248,29 @@ def _kill_strays(root: Path) -> None:
             state = json.loads((entry / "state.json").read_text())
             for key in ("pid", "shim_pid"):
                 os.kill(int(state[key]), signal.SIGKILL)
+
+
+def within(seconds: float, what: str, work: Callable[[], T]) -> T:
+    """``work()``'s result, or a failure naming ``what`` when it takes longer than
+    ``seconds``. For clients without a timeout of their own on every step: websockets'
+    sync client joins its reader thread without one when a connection goes wrong."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name=f"within {what}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise AssertionError(f"{what}: no answer within {seconds} s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def pid_alive(pid: int) -> bool:

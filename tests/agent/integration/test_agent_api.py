@@ -703,21 +703,26 @@ def _session(
     """Run an interactive exec over the websocket; its output bytes and control messages."""
     from websockets.sync.client import unix_connect
 
-    output = b""
-    controls: list[Any] = []
-    with unix_connect(str(agent.socket), f"ws://localhost/v1/containers/{name}/exec/ws") as ws:
-        ws.send(json.dumps(request))
-        for item in sends:
-            ws.send(item if isinstance(item, bytes) else json.dumps(item))
-        while True:
-            message = ws.recv(timeout=60)
-            if isinstance(message, str):
-                controls.append(json.loads(message))
-                if controls[-1]["type"] in ("exit",) or controls[-1].get("status_code"):
-                    break
-            else:
-                output += message
-    return output, controls
+    url = f"ws://localhost/v1/containers/{name}/exec/ws"
+
+    def run() -> tuple[bytes, list[Any]]:
+        output = b""
+        controls: list[Any] = []
+        with unix_connect(str(agent.socket), url, open_timeout=30) as ws:
+            ws.send(json.dumps(request))
+            for item in sends:
+                ws.send(item if isinstance(item, bytes) else json.dumps(item))
+            while True:
+                message = ws.recv(timeout=60)
+                if isinstance(message, str):
+                    controls.append(json.loads(message))
+                    if controls[-1]["type"] in ("exit",) or controls[-1].get("status_code"):
+                        break
+                else:
+                    output += message
+        return output, controls
+
+    return ags.within(150, f"websocket {url} {request}", run)
 
 
 def test_interactive_exec_over_a_websocket(agent: ags.Agent) -> None:

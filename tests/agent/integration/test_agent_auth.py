@@ -4,10 +4,12 @@ openssl command; every documented route is tried without and with wrong credenti
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -212,15 +214,30 @@ def test_tls_port_needs_a_client_certificate_or_a_token_on_every_route(
         from websockets.sync.client import connect
 
         url = f"wss://127.0.0.1:{port}/v1/containers/web/exec/ws"
-        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+
+        def refused_status(headers: dict[str, str]) -> int:
             with pytest.raises(InvalidStatus) as refused:
                 connect(url, ssl=anonymous, additional_headers=headers, open_timeout=30)
-            assert refused.value.response.status_code == 403
-        with connect(
-            url, ssl=anonymous, additional_headers={"Authorization": f"Bearer {token}"}
-        ) as ws:
-            ws.send(json.dumps({"command": ["sh", "-c", "exit 9"]}))
-            assert json.loads(ws.recv(timeout=60)) == {"type": "exit", "rc": 9}
+            return int(refused.value.response.status_code)
+
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            what = f"websocket {url} with headers {sorted(headers)}"
+            assert ags.within(90, what, functools.partial(refused_status, headers)) == 403
+
+        def session() -> Any:
+            with connect(
+                url,
+                ssl=anonymous,
+                additional_headers={"Authorization": f"Bearer {token}"},
+                open_timeout=30,
+            ) as ws:
+                ws.send(json.dumps({"command": ["sh", "-c", "exit 9"]}))
+                return json.loads(ws.recv(timeout=60))
+
+        assert ags.within(150, f"websocket {url} with the token", session) == {
+            "type": "exit",
+            "rc": 9,
+        }
         # The unix socket is unaffected: no credentials needed there.
         assert agent.req("GET", "/v1/info")["api_version"] == "v1"
 
@@ -286,3 +303,77 @@ def test_serve_refuses_unauthenticated_tcp(
     assert done.returncode == 2
     assert message in done.stderr
     assert not (tmp_path / "s.sock").exists() and not (tmp_path / "root").exists()
+
+
+def _tls_agent_flags(pki: dict[str, Any], port: int, tokens: Path) -> list[str]:
+    return [
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--tls-cert",
+        str(pki["server"][1]),
+        "--tls-key",
+        str(pki["server"][0]),
+        "--client-ca",
+        str(pki["ca"][1]),
+        "--tokens",
+        str(tokens),
+    ]
+
+
+def test_refused_websockets_over_tls_never_hang(pki: dict[str, Any], no_leftovers: None) -> None:
+    """The flake this guards against: the agent sent TLS 1.3 session tickets right after
+    the handshake; websockets' reader thread read them while the main thread wrote the
+    upgrade request, OpenSSL lost the request, and the client waited forever. Without
+    tickets the race has nothing to read; every attempt is refused with 403."""
+    tokens = pki["dir"] / "tokens-ws"
+    _token(tokens)
+    port = ags.free_port()
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = f"wss://127.0.0.1:{port}/v1/containers/web/exec/ws"
+    anonymous = _context(pki)
+
+    def attempts() -> list[int]:
+        statuses = []
+        for index in range(200):
+            headers = {"Authorization": "Bearer wrong"} if index % 2 else {}
+            with pytest.raises(InvalidStatus) as refused:
+                connect(url, ssl=anonymous, additional_headers=headers, open_timeout=30)
+            statuses.append(refused.value.response.status_code)
+        return statuses
+
+    with ags.running_agent(_tls_agent_flags(pki, port, tokens)):
+        assert set(ags.within(300, f"200 refused websockets at {url}", attempts)) == {403}
+
+
+def test_tls_port_sends_no_session_tickets_and_drops_silent_clients(
+    pki: dict[str, Any], no_leftovers: None
+) -> None:
+    tokens = pki["dir"] / "tokens-idle"
+    token = _token(tokens)
+    port = ags.free_port()
+    with ags.running_agent(_tls_agent_flags(pki, port, tokens)):
+        context = _context(pki)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            request = f"GET /livez HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            tls.sendall(request.encode())
+            answer = b""
+            while b'{"status":"ok"}' not in answer:
+                chunk = tls.recv(65536)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200")
+            # A TLS 1.3 client learns a resumable session only from a ticket.
+            assert tls.session is None or not tls.session.has_ticket
+        # A client that completes the handshake and never sends a request is closed by the
+        # agent (the keep-alive timeout), instead of holding a connection forever.
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=60) as raw,
+            _context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.recv(65536) == b""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,143 @@ def test_sigterm_stops_the_agent_gracefully_and_containers_keep_running(no_lefto
         assert ags.pid_alive(pid)
         agent.start()
         assert agent.req("GET", "/v1/containers/stays")["state"]["pid"] == pid
+
+
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def _shim_pid(agent: ags.Agent, name: str) -> int:
+    container_id = agent.req("GET", f"/v1/containers/{name}")["id"]
+    state = json.loads((agent.root / "runtime" / container_id / "state.json").read_text())
+    return int(state["shim_pid"])
+
+
+def _kill9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    ags.wait_for(lambda: not ags.pid_alive(pid), what=f"pid {pid} to die")
+
+
+def test_containers_come_from_the_launcher_and_outlive_it_and_the_agent(
+    no_leftovers: None,
+) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        launcher = agent.req("GET", "/v1/info")["launcher"]
+        assert launcher["mode"] == "launcher" and launcher["restarts"] == 0
+        first = launcher["pid"]
+        cmdline = Path(f"/proc/{first}/cmdline").read_bytes().split(b"\0")
+        assert b"gantry.runtime.launcher" in cmdline
+        assert agent.process is not None and _parent(first) == agent.process.pid
+        agent.put("a", looping(rootfs, "a"))
+        # The launcher forked the supervisor, which became the shim: its child.
+        assert _parent(_shim_pid(agent, "a")) == first
+        pid_a = agent.req("GET", "/v1/containers/a")["state"]["pid"]
+
+        # A launcher killed under the agent: the next create gets a new one.
+        _kill9(first)
+        assert ags.pid_alive(pid_a)
+        agent.put("b", looping(rootfs, "b"))
+        launcher = agent.req("GET", "/v1/info")["launcher"]
+        assert launcher["mode"] == "launcher" and launcher["restarts"] == 1
+        second = launcher["pid"]
+        assert second != first and _parent(_shim_pid(agent, "b")) == second
+        pid_b = agent.req("GET", "/v1/containers/b")["state"]["pid"]
+        shims = [_shim_pid(agent, "a"), _shim_pid(agent, "b")]
+
+        # kill -9 of both: every container and its shim goes on.
+        _kill9(second)
+        agent.kill9()
+        assert all(ags.pid_alive(pid) for pid in (pid_a, pid_b, *shims))
+        (rootfs / "tmp" / "stop-b").touch()  # an exit while nobody watches
+        ags.wait_for(lambda: not ags.pid_alive(pid_b), what="b to exit")
+
+        agent.start()
+        rows = {row["name"]: row for row in agent.req("GET", "/v1/containers")}
+        assert (rows["a"]["status"], rows["a"]["pid"]) == ("running", pid_a)
+        assert (rows["b"]["status"], rows["b"]["exit_code"]) == ("stopped", 0)
+        third = agent.req("GET", "/v1/info")["launcher"]["pid"]
+        assert third not in (None, first, second)
+        # The re-adopted container is watched; new ones come from the new launcher.
+        (rootfs / "tmp" / "stop-a").touch()
+        assert agent.req("POST", "/v1/containers/a/wait", body={"timeout": 60})["exit_code"] == 0
+        agent.put("c", looping(rootfs, "c"))
+        assert _parent(_shim_pid(agent, "c")) == third
+
+
+def _parent_dirs(agent: ags.Agent) -> list[Path]:
+    parent = agent.extra[agent.extra.index("--cgroup-parent") + 1].lstrip("/")
+    return [
+        hierarchy / parent
+        for hierarchy in Path("/sys/fs/cgroup").iterdir()
+        if (hierarchy / parent).is_dir()
+    ]
+
+
+def test_the_agent_removes_its_empty_cgroup_parent_on_shutdown(no_leftovers: None) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("stays", looping(rootfs, "stays"))
+        pid = agent.req("GET", "/v1/containers/stays")["state"]["pid"]
+        assert _parent_dirs(agent)
+        # A running container keeps the parent (and keeps running).
+        assert agent.stop() == 0
+        assert _parent_dirs(agent) and ags.pid_alive(pid)
+        agent.start()
+        agent.req("DELETE", "/v1/containers/stays", query={"force": "true"})
+        assert agent.stop() == 0
+        assert _parent_dirs(agent) == []
+        agent.start()  # the next container makes it again
+        agent.put("again", looping(rootfs, "again"))
+        assert _parent_dirs(agent)
+
+
+def test_health_survives_an_agent_restart(no_leftovers: None) -> None:
+    check = {"test": ["CMD-SHELL", "test ! -e /tmp/sick"], "interval": 0.5, "retries": 1}
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("doc", looping(rootfs, "doc", healthcheck=check))
+        (rootfs / "tmp" / "sick").touch()
+        before = ags.wait_for(
+            lambda: (
+                (h := agent.req("GET", "/v1/containers/doc")["state"]["health"])["status"]
+                == "unhealthy"
+                and h
+            ),
+            what="unhealthy",
+        )
+        agent.kill9()
+        agent.start()
+        after = agent.req("GET", "/v1/containers/doc")["state"]["health"]
+        # The same run of the container goes on from what it had: its status, streak and
+        # the results of checks made before the restart (an agent keeping health only in
+        # memory would answer "starting" with an empty log).
+        assert after["status"] == "unhealthy"
+        assert after["failing_streak"] >= before["failing_streak"]
+        assert before["log"][-1] in after["log"]
+        # A new run starts afresh.
+        (rootfs / "tmp" / "sick").unlink()
+        agent.req("POST", "/v1/containers/doc/restart", body={"timeout": 5})
+        assert (
+            before["log"][-1]
+            not in agent.req("GET", "/v1/containers/doc")["state"]["health"]["log"]
+        )
+
+
+def test_a_recreate_whose_new_container_cannot_start_says_what_it_left(
+    no_leftovers: None,
+) -> None:
+    with ags.running_agent() as (agent, rootfs):
+        agent.put("svc", looping(rootfs, "svc"))
+        old = agent.req("GET", "/v1/containers/svc")
+        broken = {**looping(rootfs, "svc"), "command": ["/no/such/program"]}
+        failed = agent.error("PUT", "/v1/containers/svc", body={"state": "running", "spec": broken})
+        assert failed.status == 422 and failed.field == "spec.command"
+        assert "recreated" in failed.detail and "old one is removed" in failed.detail
+        # As docker-compose: the old container is gone, the new one is there, created.
+        assert not ags.pid_alive(old["state"]["pid"])
+        now = agent.req("GET", "/v1/containers/svc")
+        assert now["id"] != old["id"] and now["state"]["status"] == "created"
+        assert now["spec"]["command"] == ["/no/such/program"]
+        # Fixing the spec converges again.
+        assert agent.put("svc", looping(rootfs, "svc"))["container"]["state"]["running"]

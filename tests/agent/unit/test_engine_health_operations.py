@@ -138,3 +138,38 @@ def test_operations_succeed_fail_and_cancel() -> None:
     with pytest.raises(NotFound) as missing:
         operations.get("nope")
     assert missing.value.field == "operation"
+
+
+def test_every_result_is_saved_and_a_restored_state_goes_on(tmp_path: Any) -> None:
+    from gantry.engine.store import ContainerRow, Store
+
+    store = Store(tmp_path / "state.db")
+    try:
+        row = ContainerRow(id="c1", name="one", spec={}, created_at="t0")
+        with store.transaction() as db:
+            store.insert(db, row)
+        script = Script([False, False, False])
+        checker = HealthChecker(
+            script, lambda _c, _s: len(script.calls) < 3, lambda _c, _s: None, store.save_health
+        )
+        checker.watch("c1", check(retries=1), "run-1")
+        until(script.done.is_set, "three checks")
+        saved = until(
+            lambda: (h := store.load_health("c1", "run-1")) and len(h["log"]) == 3 and h,
+            "three results saved",
+        )
+        checker.close()
+        assert saved["status"] == "unhealthy" and saved["failing_streak"] == 3
+        assert store.load_health("c1", "run-2") is None  # another run of the container
+        # A checker of a restarted agent goes on from the saved state of the same run.
+        again = Script([False])
+        resumed = HealthChecker(again, lambda _c, _s: True, lambda _c, _s: None)
+        resumed.watch("c1", check(retries=1, interval=60), "run-1", saved)
+        assert resumed.state("c1") == saved
+        resumed.close()
+        # Removing the container removes its saved health.
+        with store.transaction() as db:
+            store.delete(db, "c1")
+        assert store.load_health("c1", "run-1") is None
+    finally:
+        store.close()
