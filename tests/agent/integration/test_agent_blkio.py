@@ -168,3 +168,11 @@ def test_a_weight_is_refused_naming_the_field_on_a_kernel_without_one(agent: ags
         assert bad.status == 422 and bad.field == "spec.resources.blkio_weight"
         assert "BFQ" in bad.detail
     assert agent.error("GET", "/v1/containers/weighted").status == 404
+
+
+def test_info_reports_what_this_kernel_can_do(agent: ags.Agent) -> None:
+    features = agent.req("GET", "/v1/info")["features"]
+    assert features["blkio_throttle"] is (BLKIO / "blkio.throttle.read_bps_device").exists()
+    assert features["blkio_weight"] is (
+        (BLKIO / "blkio.weight").exists() or (BLKIO / "blkio.bfq.weight").exists()
+    )
