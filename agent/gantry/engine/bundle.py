@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from gantry.engine import blkio
 from gantry.runtime import tini
 from gantry.runtime.defaults import default_config
 from gantry.runtime.seccomp_default import default_seccomp_config
@@ -53,6 +54,9 @@ def _resources(resources: Mapping[str, Any]) -> dict[str, Any]:
         out["cpu"] = cpu
     if resources["pids_limit"] is not None:
         out["pids"] = {"limit": resources["pids_limit"]}
+    block_io = blkio.block_io(resources)
+    if block_io:
+        out["blockIO"] = block_io
     return out
 
 

@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from gantry.engine import blkio, execs, networking, sessions
 from gantry.engine import bundle as bundles
-from gantry.engine import execs, networking, sessions
 from gantry.engine import images as engine_images
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound, Unavailable
@@ -918,7 +918,11 @@ class Engine:
                 linux = bundles.spec_from_data(config).linux
                 assert linux is not None and linux.resources is not None
                 try:
-                    runtime.cgroup().update(linux.resources)
+                    runtime.cgroup().update(
+                        blkio.with_removals(
+                            linux.resources, row.spec["resources"], desired["resources"]
+                        )
+                    )
                 except ResourceError as exc:
                     name = exc.errors[0][0] if exc.errors else ""
                     field = _resource_field(name)
@@ -1123,6 +1127,11 @@ _OCI_RESOURCE_FIELDS: Final = {
     "cpu.shares": "cpu_shares",
     "cpu.cpus": "cpuset_cpus",
     "pids.limit": "pids_limit",
+    "blockIO.weight": "blkio_weight",
+    "blockIO.throttleReadBps": "device_read_bps",
+    "blockIO.throttleWriteBps": "device_write_bps",
+    "blockIO.throttleReadIOPS": "device_read_iops",
+    "blockIO.throttleWriteIOPS": "device_write_iops",
 }
 
 

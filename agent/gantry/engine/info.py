@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gantry import __version__
+from gantry.engine import blkio
 from gantry.runtime.cgroups import CgroupError, layout, open_cgroup
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def _memory_bytes() -> int | None:
 def host_info(engine: Engine) -> dict[str, Any]:
     uname = os.uname()
     detected = layout.detect()
+    blkio_support = blkio.host_support(detected)
     counts = dict.fromkeys(("created", "running", "paused", "stopped", "restarting"), 0)
     for summary in engine.list():
         counts[summary["status"]] = counts.get(summary["status"], 0) + 1
@@ -66,6 +68,8 @@ def host_info(engine: Engine) -> dict[str, Any]:
             "log_timestamps": False,
             "cgroup_update": engine.resources_in_place,
             "resource_limits": True,
+            "blkio_weight": blkio_support["weight"],
+            "blkio_throttle": blkio_support["throttle"],
         },
     }
 

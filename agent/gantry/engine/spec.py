@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from gantry.engine import networking
+from gantry.engine import blkio, networking
 from gantry.engine.errors import Invalid
 from gantry.linux import fs
 from gantry.runtime import users
@@ -42,6 +42,11 @@ RESOURCE_FIELDS: Final = (
     "cpu_shares",
     "cpuset_cpus",
     "pids_limit",
+    "blkio_weight",
+    "device_read_bps",
+    "device_write_bps",
+    "device_read_iops",
+    "device_write_iops",
 )
 
 #: Fields that change without recreating the container: the agent's own bookkeeping,
@@ -268,6 +273,7 @@ def _resources(value: Any, field: str) -> dict[str, Any]:
         out["cpuset_cpus"] = text
     if raw.get("pids_limit") is not None:
         out["pids_limit"] = _int(raw["pids_limit"], f"{field}.pids_limit", minimum=1)
+    out.update(blkio.normalise(raw, field))
     return out
 
 
