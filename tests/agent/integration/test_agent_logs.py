@@ -137,19 +137,23 @@ def test_follow_across_rotations_loses_and_repeats_nothing(agent: ags.Agent) -> 
     assert logs(agent, "rotor").decode().splitlines() == got
 
 
-def test_a_loud_container_nobody_reads_is_not_blocked(agent: ags.Agent) -> None:
+def test_a_loud_container_nobody_reads_is_not_blocked(no_leftovers: None) -> None:
+    """The agent's own rotation settings (flags) apply when the spec says nothing."""
     count = 3_000_000  # about 21 MB
-    finished(agent, "loud", f"seq 1 {count}; echo done >&2", log={"max_size": "1m", "max_files": 2})
-    log = Path(agent.req("GET", "/v1/containers/loud")["paths"]["log"])
-    files = [log, *log.parent.glob(log.name + ".*")]
-    assert sorted(path.name for path in files) == sorted(
-        [log.name, f"{log.name}.1", f"{log.name}.2"]
-    )
-    assert all(path.stat().st_size <= 1 << 20 for path in files)
-    assert logs(agent, "loud", tail=2).decode() == f"{count}\ndone\n"
-    kept = logs(agent, "loud", stderr=False).decode().splitlines()
-    first = int(kept[0])
-    assert kept == [str(i) for i in range(first, count + 1)]
+    flags = ("--log-max-size", "1m", "--log-max-files", "2")
+    with ags.running_agent(flags) as (agent, rootfs):
+        agent.rootfs = rootfs  # type: ignore[attr-defined]
+        finished(agent, "loud", f"seq 1 {count}; echo done >&2")
+        log = Path(agent.req("GET", "/v1/containers/loud")["paths"]["log"])
+        files = [log, *log.parent.glob(log.name + ".*")]
+        assert sorted(path.name for path in files) == sorted(
+            [log.name, f"{log.name}.1", f"{log.name}.2"]
+        )
+        assert all(path.stat().st_size <= 1 << 20 for path in files)
+        assert logs(agent, "loud", tail=2).decode() == f"{count}\ndone\n"
+        kept = logs(agent, "loud", stderr=False).decode().splitlines()
+        first = int(kept[0])
+        assert first > 1 and kept == [str(i) for i in range(first, count + 1)]
 
 
 def test_cli_writes_stderr_lines_to_stderr(agent: ags.Agent) -> None:

@@ -154,3 +154,26 @@ def test_spec_log_field(tmp_path: Path) -> None:
             normal(bad)
         assert caught.value.field == field, bad
     assert "log" in specs.IN_PLACE_FIELDS
+
+
+def test_agent_log_rotation_settings(tmp_path: Path) -> None:
+    from gantry.cli.agent import SettingsError, load_settings
+    from gantry.cli.main import build_parser
+
+    def settings(*argv: str) -> dict[str, object]:
+        return load_settings(build_parser().parse_args(["agent", "serve", *argv]))
+
+    config = tmp_path / "agent.toml"
+    config.write_text('log_max_size = "2m"\nlog_max_files = 5\n')
+    loaded = settings("--config", str(config))
+    assert (loaded["log_max_size"], loaded["log_max_files"]) == (2 << 20, 5)
+    loaded = settings("--config", str(config), "--log-max-size", "65536", "--log-max-files", "0")
+    assert (loaded["log_max_size"], loaded["log_max_files"]) == (65536, 0)
+    for argv, key in (
+        (("--log-max-size", "100"), "log_max_size"),
+        (("--log-max-size", "big"), "log_max_size"),
+        (("--log-max-files", "x"), "log_max_files"),
+        (("--log-max-files", "1001"), "log_max_files"),
+    ):
+        with pytest.raises(SettingsError, match=key):
+            settings("--config", str(config), *argv)
