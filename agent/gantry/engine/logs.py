@@ -202,7 +202,7 @@ def _open_chain(path: Path, skip: set[tuple[int, int]]) -> list[int]:
         for entry in os.listdir(path.parent):
             if entry.startswith(prefix) and entry[len(prefix) :].isdigit():
                 names.append((int(entry[len(prefix) :]), path.parent / entry))
-    ordered = [name for _, name in sorted(names, reverse=True)] + [path]
+    ordered = [name for index, name in sorted(names, reverse=True)] + [path]
     fds: list[int] = []
     seen = set(skip)
     for name in ordered:

@@ -81,7 +81,10 @@ def test_tail_streams_and_window(tmp_path: Path) -> None:
         + record(T2, "stderr", "F", "e")
         + b"half a record without its newl"
     )
-    texts = lambda **options: [line.text for line in lines(log, **options)]  # noqa: E731
+
+    def texts(**options: object) -> list[bytes]:
+        return [line.text for line in lines(log, **options)]
+
     assert texts() == [b"a", b"b", b"c", b"de"]
     assert texts(tail=2) == [b"c", b"de"]
     assert texts(tail=0) == []
