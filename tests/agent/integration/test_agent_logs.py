@@ -176,3 +176,21 @@ def test_cli_writes_stderr_lines_to_stderr(agent: ags.Agent) -> None:
     assert (done.stdout, done.stderr) == ("no newline", "err50\n")
     done = gantry("logs", "--since", "last week", "talk")
     assert done.returncode != 0 and "since" in done.stderr
+
+
+def test_a_log_change_is_bookkeeping_applied_at_the_next_start(agent: ags.Agent) -> None:
+    script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; seq 1 20000"
+    first = agent.put("keep", spec(agent, script))
+    before = agent.req("GET", "/v1/containers/keep")
+    changed = agent.put("keep", spec(agent, script, log={"max_size": "32k", "max_files": 50}))
+    assert changed["actions"] == ["update"] and first["actions"] == ["create", "start"]
+    after = agent.req("GET", "/v1/containers/keep")
+    assert (after["id"], after["state"]["pid"]) == (before["id"], before["state"]["pid"])
+    (agent.rootfs / "tmp" / "go").touch()  # type: ignore[attr-defined]
+    assert agent.req("POST", "/v1/containers/keep/wait")["exit_code"] == 0
+    log = Path(after["paths"]["log"])
+    assert not list(log.parent.glob(log.name + ".*"))  # this run: the agent's 10 MiB
+    agent.req("POST", "/v1/containers/keep/start")
+    assert agent.req("POST", "/v1/containers/keep/wait")["exit_code"] == 0
+    assert list(log.parent.glob(log.name + ".*"))  # the next run rotates at 32 KiB
+    assert logs(agent, "keep").decode().splitlines() == [str(i) for i in range(1, 20001)] * 2
