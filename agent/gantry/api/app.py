@@ -33,7 +33,7 @@ from gantry.api.networks import networks_router
 from gantry.engine import Conflict, Engine, EngineError, Invalid, NotFound, Unavailable
 from gantry.engine import files as container_files
 from gantry.engine.info import host_info
-from gantry.engine.logs import parse_tail, read_log
+from gantry.engine.logs import LogLine, format_time, parse_tail, parse_time, read_lines
 from gantry.engine.sessions import Session
 from gantry.images.errors import ImageError
 from gantry.images.errors import NotFound as ImageNotFound
@@ -287,31 +287,36 @@ def _containers_router(engine: Engine) -> APIRouter:
         stdout: bool = True,
         stderr: bool = True,
         timestamps: bool = False,
+        since: str | None = None,
+        until: str | None = None,
         format: str = "text",
     ) -> Response:
         lines = parse_tail(tail)
-        if timestamps:
-            raise Invalid(
-                "timestamps: the log has no timestamps on this agent yet", "query.timestamps"
-            )
-        if not (stdout and stderr):
-            raise Invalid(
-                "stdout/stderr: the log does not keep the streams apart on this agent yet",
-                "query.stdout" if not stdout else "query.stderr",
-            )
+        if not (stdout or stderr):
+            raise Invalid("stdout: choose at least one of stdout and stderr", "query.stdout")
         if format not in ("text", "json"):
             raise Invalid(f"format: must be text or json, got {format!r}", "query.format")
+        now = time.time_ns()
+        bounds = {
+            key: None if value is None else format_time(parse_time(value, key, now_ns=now))
+            for key, value in (("since", since), ("until", until))
+        }
         row, path = engine.log_path(name)
-        chunks = read_log(
+        found = read_lines(
             path,
             tail=lines,
             follow=follow,
+            streams=tuple(key for key, on in (("stdout", stdout), ("stderr", stderr)) if on),
+            since=bounds["since"],
+            until=bounds["until"],
             running=lambda: engine.is_running(row.id),
             stopping=lambda: engine.closing,
         )
         if format == "json":
-            return StreamingResponse(_json_lines(chunks), media_type="application/x-ndjson")
-        return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+            return StreamingResponse(_json_lines(found), media_type="application/x-ndjson")
+        return StreamingResponse(
+            _text_lines(found, timestamps), media_type="text/plain; charset=utf-8"
+        )
 
     @router.get("/{name}/archive")
     def get_archive(name: str, path: Annotated[str, Query(min_length=1)]) -> Response:
@@ -456,23 +461,27 @@ def _file_chunks(handle: Any) -> Iterator[bytes]:
             yield chunk
 
 
-def _json_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    pending = b""
-    for chunk in chunks:
-        if not chunk:
+def _json_lines(found: Iterator[LogLine | None]) -> Iterator[bytes]:
+    for line in found:
+        if line is None:
             yield b""
             continue
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield _log_line(line)
-    if pending:
-        yield _log_line(pending)
+        record = {
+            "time": line.time,
+            "stream": line.stream,
+            "text": line.text.decode("utf-8", "replace"),
+            "partial": not line.complete,
+        }
+        yield json.dumps(record).encode() + b"\n"
 
 
-def _log_line(line: bytes) -> bytes:
-    record = {"time": None, "stream": "stdout", "text": line.decode("utf-8", "replace")}
-    return json.dumps(record).encode() + b"\n"
+def _text_lines(found: Iterator[LogLine | None], timestamps: bool) -> Iterator[bytes]:
+    for line in found:
+        if line is None:
+            yield b""
+            continue
+        prefix = line.time.encode() + b" " if timestamps else b""
+        yield prefix + line.text + (b"\n" if line.complete else b"")
 
 
 def _event_lines(

@@ -27,6 +27,7 @@ import uvicorn
 from gantry.api.app import create_app
 from gantry.api.auth import PeerCertProtocol, RequireAuth, load_token_hashes, server_context
 from gantry.engine import Engine
+from gantry.engine.core import DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE
 from gantry.engine.images import registry_options
 from gantry.engine.networking import config_from_settings
 
@@ -56,6 +57,8 @@ class ServerSettings:
     registries: Mapping[str, Any] | None = None
     """The ``[registries]`` table of agent.toml (gantry.engine.images.registry_options)."""
     network: Mapping[str, Any] | None = None
+    log_max_size: int = DEFAULT_LOG_MAX_SIZE
+    log_max_files: int = DEFAULT_LOG_MAX_FILES
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -173,6 +176,8 @@ def serve(settings: ServerSettings) -> int:
             cgroup_parent=settings.cgroup_parent,
             registries=registry_options(settings.registries),
             network=network,
+            log_max_size=settings.log_max_size,
+            log_max_files=settings.log_max_files,
         )
     except BaseException:
         unix_sock.close()

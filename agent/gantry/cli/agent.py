@@ -2,7 +2,9 @@
 
 Settings come from ``/etc/gantry/agent.toml`` (``--config``), and every key is also a
 flag; a flag wins over the file. Keys: ``root``, ``socket``, ``listen``, ``tls_cert``,
-``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``, and the
+``tls_key``, ``client_ca``, ``tokens``, ``cgroup_parent``, ``log_level``,
+``log_max_size`` and ``log_max_files`` (containers' log rotation when their spec does not
+say; docs/logs.md), and the
 ``[registries]`` table (``insecure``, ``ca_files``, ``credentials``; flags
 ``--insecure-registry HOST:PORT`` and ``--registry-ca HOST:PORT=FILE`` add to it), and the
 ``[network]`` table (``default_subnet``, ``default_bridge``, ``cni_plugin_dirs``,
@@ -32,6 +34,7 @@ DEFAULTS: Final[dict[str, str]] = {
 PATH_KEYS: Final = ("root", "socket", "tls_cert", "tls_key", "client_ca", "tokens")
 STRING_KEYS: Final = ("listen", "cgroup_parent", "log_level")
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
+LOG_ROTATION_KEYS: Final = ("log_max_size", "log_max_files")
 
 
 class SettingsError(ValueError):
@@ -87,6 +90,18 @@ def register(subparsers: Any) -> None:
         action="append",
         metavar="HOST:PORT=FILE",
         help="a CA bundle (PEM) for one registry's TLS; repeatable",
+    )
+    serve.add_argument(
+        "--log-max-size",
+        dest="log_max_size",
+        metavar="SIZE",
+        help="rotate a container's log at this size, e.g. 10m; 0 never (default 10m)",
+    )
+    serve.add_argument(
+        "--log-max-files",
+        dest="log_max_files",
+        metavar="N",
+        help="rotated log files kept per container (default 3)",
     )
     _network_flags(serve)
     serve.set_defaults(handler=_serve)
@@ -159,6 +174,9 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
                     raise SettingsError(f"{path}: [registries] must be a table")
                 settings["registries"] = value
                 continue
+            if key in LOG_ROTATION_KEYS:
+                settings[key] = value
+                continue
             if key not in PATH_KEYS + STRING_KEYS:
                 raise SettingsError(
                     f"{path}: unknown key {key!r} (known: {', '.join(PATH_KEYS + STRING_KEYS)})"
@@ -166,10 +184,11 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise SettingsError(f"{path}: {key} must be a string, got {value!r}")
             settings[key] = value
-    for key in PATH_KEYS + STRING_KEYS:
+    for key in PATH_KEYS + STRING_KEYS + LOG_ROTATION_KEYS:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    _log_rotation(settings)
     _registry_flags(settings, args)
     if settings["log_level"] not in LOG_LEVELS:
         raise SettingsError(
@@ -180,6 +199,32 @@ def load_settings(args: argparse.Namespace) -> dict[str, Any]:
             settings[key] = Path(settings[key]).absolute()
     settings["network"] = _network_settings(network, args, path)
     return settings
+
+
+def _log_rotation(settings: dict[str, Any]) -> None:
+    """``log_max_size`` (bytes or ``"10m"``) and ``log_max_files`` checked as the shim
+    checks them; ``SettingsError`` naming the key."""
+    from gantry.engine.errors import Invalid
+    from gantry.engine.spec import parse_size
+    from gantry.runtime.shim import LogOptions
+
+    if "log_max_size" in settings:
+        try:
+            settings["log_max_size"] = parse_size(settings["log_max_size"], "log_max_size")
+        except Invalid as exc:
+            raise SettingsError(exc.detail) from None
+    if "log_max_files" in settings:
+        value = settings["log_max_files"]
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"log_max_files: must be a number, got {value!r}")
+        settings["log_max_files"] = value
+    try:
+        LogOptions(Path("/"), max_size=settings.get("log_max_size", 0),
+                   max_files=settings.get("log_max_files", 1))  # fmt: skip
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _registry_flags(settings: dict[str, Any], args: argparse.Namespace) -> None:

@@ -250,11 +250,30 @@ def _inspect(args: argparse.Namespace, client: AgentClient) -> int:
 
 
 def _logs(args: argparse.Namespace, client: AgentClient) -> int:
-    query = {"follow": args.follow, "tail": args.tail}
+    """Each line to the terminal's stdout or stderr, as the container wrote it (docker's
+    way); the agent sends JSON lines that say which stream a line came from."""
+    query: dict[str, Any] = {"follow": args.follow, "tail": args.tail, "format": "json"}
+    if args.since is not None:
+        query["since"] = args.since
+    if args.until is not None:
+        query["until"] = args.until
+    pending = b""
     for chunk in client.stream("GET", client.container_path(args.container, "logs"), query=query):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            if raw:
+                _write_log_line(json.loads(raw), args.timestamps)
     return 0
+
+
+def _write_log_line(line: dict[str, Any], timestamps: bool) -> None:
+    out = sys.stderr if line.get("stream") == "stderr" else sys.stdout
+    text = (f"{line['time']} " if timestamps else "") + line["text"]
+    out.buffer.write(text.encode("utf-8", "surrogateescape"))
+    if not line.get("partial"):
+        out.buffer.write(b"\n")
+    out.buffer.flush()
 
 
 def _exec(args: argparse.Namespace, client: AgentClient) -> int:
@@ -430,7 +449,10 @@ def register(subparsers: Any) -> None:
 
     logs = subparsers.add_parser("logs", parents=[common], help="a container's output")
     logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("-n", "--tail", default="all")
+    logs.add_argument("-n", "--tail", default="all", help="the last N lines (default all)")
+    logs.add_argument("--since", help="lines from this time: RFC 3339, Unix seconds or 10m ago")
+    logs.add_argument("--until", help="lines up to this time (same forms as --since)")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     logs.add_argument("container")
     logs.set_defaults(handler=_wrap(_logs))
 

@@ -54,6 +54,7 @@ from gantry.runtime import supervisor, tini
 from gantry.runtime.cgroups import CgroupError, layout, open_cgroup
 from gantry.runtime.cgroups.resources import ResourceError
 from gantry.runtime.process import ContainerInitError
+from gantry.runtime.shim import LogOptions
 from gantry.runtime.spec import SpecError
 
 __all__ = ["RUNNING_STATES", "Engine"]
@@ -62,6 +63,8 @@ _log = logging.getLogger(__name__)
 
 RUNNING_STATES: Final = ("running", "paused")
 BACKOFF_FIRST: Final = 0.1
+DEFAULT_LOG_MAX_SIZE: Final = 10 * 1024 * 1024
+DEFAULT_LOG_MAX_FILES: Final = 3
 BACKOFF_MAX: Final = 60.0
 BACKOFF_RESET_AFTER: Final = 10.0
 """A container that ran this long before exiting starts its back-off from the beginning."""
@@ -86,8 +89,14 @@ class Engine:
         registries: RegistryOptions | None = None,
         network: NetworkConfig | None = None,
         use_launcher: bool = True,
+        log_max_size: int = DEFAULT_LOG_MAX_SIZE,
+        log_max_files: int = DEFAULT_LOG_MAX_FILES,
     ) -> None:
         self.root = root
+        # Checked now, so a bad agent setting fails at start-up, not at each start.
+        LogOptions(root.absolute(), max_size=log_max_size, max_files=log_max_files)
+        self.log_max_size = log_max_size
+        self.log_max_files = log_max_files
         self.cgroup_parent = cgroup_parent
         self.containers_dir = root / "containers"
         self.runtime_root = root / "runtime"
@@ -521,15 +530,13 @@ class Engine:
         engine_images.ensure_mounted(self, row)
         self.net.check_peer(row.spec)  # container:<name> joins a running peer (else 409)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        log = os.open(
-            directory / bundles.LOG_FILE,
-            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-            0o600,
-        )
         try:
             try:
-                # The runtime container, its init waiting for start (see .launch).
-                recorded = self.launching.create(row.id, directory, stdio=(null, log, log))
+                # The runtime container, its init waiting for start (see .launch); its
+                # stdout and stderr go to the shim, which writes the CRI log.
+                recorded = self.launching.create(
+                    row.id, directory, stdio=(null, null, null), log=self.log_options(row)
+                )
             except SpecError as exc:
                 raise Invalid(
                     f"spec: the runtime refuses the container's configuration: {exc}", "spec"
@@ -547,7 +554,6 @@ class Engine:
                 raise Conflict(f"the container cannot start: {exc}") from None
         finally:
             os.close(null)
-            os.close(log)
         self._network_up(row, recorded.pid)
         try:
             with supervisor.locked(self.runtime_root, row.id) as runtime:
@@ -1048,6 +1054,18 @@ class Engine:
                 }
             )
         return out
+
+    def log_options(self, row: ContainerRow) -> LogOptions:
+        """Where and how the shim writes ``row``'s log: its spec's ``log``, else the
+        agent's defaults (a change to ``log`` applies at the next start)."""
+        given = row.spec.get("log") or {}
+        max_size = given.get("max_size")
+        max_files = given.get("max_files")
+        return LogOptions(
+            self.bundle_dir(row) / bundles.LOG_FILE,
+            max_size=self.log_max_size if max_size is None else int(max_size),
+            max_files=self.log_max_files if max_files is None else int(max_files),
+        )
 
     def log_path(self, key: str) -> tuple[ContainerRow, Path]:
         row = self._row(key)

@@ -65,7 +65,7 @@ def host_info(engine: Engine) -> dict[str, Any]:
             "images": True,
             "network": True,
             "exec": engine.exec_available,
-            "log_timestamps": False,
+            "log_timestamps": True,
             "cgroup_update": engine.resources_in_place,
             "resource_limits": True,
             "blkio_weight": blkio_support["weight"],

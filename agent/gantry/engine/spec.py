@@ -20,6 +20,7 @@ from gantry.engine import blkio, networking
 from gantry.engine.errors import Invalid
 from gantry.linux import fs
 from gantry.runtime import users
+from gantry.runtime.shim import LINE_MAX
 from gantry.runtime.spec import CAPABILITIES
 
 __all__ = [
@@ -52,7 +53,7 @@ RESOURCE_FIELDS: Final = (
 #: Fields that change without recreating the container: the agent's own bookkeeping,
 #: and the resources (written to the live cgroup when the host can, see Engine).
 IN_PLACE_FIELDS: Final = frozenset(
-    {"labels", "restart_policy", "healthcheck", "stop_signal", "stop_timeout"}
+    {"labels", "restart_policy", "healthcheck", "stop_signal", "stop_timeout", "log"}
     | {f"resources.{key}" for key in RESOURCE_FIELDS}
 )
 
@@ -82,6 +83,7 @@ SPEC_FIELDS: Final = (
     "ports",
     "dns",
     "sysctls",
+    "log",
 )
 
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -91,6 +93,8 @@ _UNITS: Final = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1
 _SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE)
 _CPUSET_RE: Final = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 _ENV_KEY_RE: Final = re.compile(r"^[^=\x00]+$")
+LOG_MIN_SIZE: Final = 2 * LINE_MAX
+"""The smallest rotating log the shim accepts (two of its longest records)."""
 
 
 def validate_name(name: Any, field: str = "name") -> str:
@@ -530,6 +534,26 @@ def normalise(
     )
     out["dns"] = networking.normalise_dns(spec.get("dns"), f"{prefix}.dns")
     out["sysctls"] = _sysctls(spec.get("sysctls"), f"{prefix}.sysctls", out["network"]["mode"])
+    out["log"] = _log(spec.get("log"), f"{prefix}.log")
+    return out
+
+
+def _log(value: Any, field: str) -> dict[str, int | None]:
+    """``{max_size, max_files}``; ``None`` leaves a value to the agent's default. The
+    shim's own checks (``LogOptions``) are repeated here so the error names the field."""
+    given = _object(value, field, ("max_size", "max_files"))
+    out: dict[str, int | None] = {"max_size": None, "max_files": None}
+    if given.get("max_size") is not None:
+        size = parse_size(given["max_size"], f"{field}.max_size")
+        if 0 < size < LOG_MIN_SIZE:
+            raise Invalid(
+                f"{field}.max_size: must be 0 (no rotation) or at least {LOG_MIN_SIZE} bytes, "
+                f"got {size}",
+                f"{field}.max_size",
+            )
+        out["max_size"] = size
+    if given.get("max_files") is not None:
+        out["max_files"] = _int(given["max_files"], f"{field}.max_files", minimum=0, maximum=1000)
     return out
 
 

@@ -11,8 +11,6 @@ from gantry.api.auth import TokenFileError, hash_token, load_token_hashes, new_t
 from gantry.api.server import ServeError, ServerSettings, check_tcp_settings
 from gantry.cli.agent import SettingsError, load_settings
 from gantry.cli.main import build_parser
-from gantry.engine.errors import Invalid
-from gantry.engine.logs import parse_tail, read_log
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -104,22 +102,3 @@ def test_token_file_holds_hashes_only(tmp_path: Path) -> None:
     path.write_text("# nothing\n")
     with pytest.raises(TokenFileError, match="no token hash"):
         load_token_hashes(path)
-
-
-def test_log_tail(tmp_path: Path) -> None:
-    log = tmp_path / "log"
-    log.write_bytes(b"".join(b"line%d\n" % i for i in range(10000)) + b"partial")
-
-    def read(tail: int | None) -> bytes:
-        return b"".join(read_log(log, tail=tail, follow=False, running=lambda: False))
-
-    assert read(None) == log.read_bytes()
-    assert read(2) == b"line9999\npartial"
-    assert read(0) == b""
-    log.write_bytes(b"a\nb\n")
-    assert read(1) == b"b\n"
-    assert read(5) == b"a\nb\n"
-    assert parse_tail("all") is None and parse_tail("3") == 3
-    with pytest.raises(Invalid) as caught:
-        parse_tail("-1")
-    assert caught.value.field == "query.tail"
