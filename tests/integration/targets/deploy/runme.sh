@@ -100,7 +100,7 @@ write_inventory 1 32m
 
 deploy "$DIR/run1.log"
 grep -E '^localhost +: .*failed=0' "$DIR/run1.log"
-! grep -E '^localhost +: .*changed=0 ' "$DIR/run1.log"
+if grep -E '^localhost +: .*changed=0 ' "$DIR/run1.log"; then exit 1; fi
 test "$(curl --silent --max-time 10 "http://127.0.0.1:$PORT/")" = "deploy version 1"
 
 # Second run, nothing changed in the inventory: no change anywhere.
