@@ -24,7 +24,6 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -48,11 +47,6 @@ OVERLAY_OPAQUE_XATTR: Final = "trusted.overlay.opaque"
 _BENEATH: Final = fs.RESOLVE_BENEATH | fs.RESOLVE_NO_SYMLINKS | fs.RESOLVE_NO_MAGICLINKS
 _FD_CACHE_MAX: Final = 512
 _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_SMALL_FILE: Final = 64 << 10
-"""Plain files up to this size are created by worker threads (the kernel's work of creating
-an inode overlaps on several CPUs); anything else waits until they are all done."""
-_WORKERS: Final = 2
-_BATCH_MAX: Final = 256
 _DECOMPRESSORS: Final = {
     "gzip": ["gzip", "-dc"],
     "zstd": ["zstd", "-dcq"],
@@ -196,96 +190,29 @@ class _Extractor:
         self.dirs: dict[str, int] = {}
         self.dir_times: dict[str, int] = {}
         self.root_done = False
-        self.pool: ThreadPoolExecutor | None = None
-        self.pending: dict[str, tuple[Future[None], int, Entry, bytes]] = {}
-        """Small files handed to the workers and not yet waited for, by path."""
 
     def run(self, reader: TarReader) -> int:
         count = 0
-        self.pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="gantry-layer")
         try:
             while (entry := reader.next()) is not None:
                 count += 1
                 try:
-                    if not self.small_file(entry, reader):
-                        self.flush()
-                        self.apply(entry, reader)
+                    self.apply(entry, reader)
                 except ImageError:
                     raise
                 except OSError as exc:
-                    raise _entry_error(entry, exc) from None
-            self.flush()
+                    raise ImageError(
+                        f"tar entry {entry.name!r}: {exc.strerror or exc} "
+                        f"({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+                    ) from None
             self.set_dir_times()
         finally:
-            # Never return (or raise) while a worker may still write into the layer.
-            self.pool.shutdown(wait=True)
-            self.pending.clear()
             self.forget_dirs("")
         return count
-
-    # --- small files in parallel -------------------------------------------------------
-
-    def small_file(self, entry: Entry, reader: TarReader) -> bool:
-        """Hand a small plain file to a worker; False if ``entry`` is not one (or its
-        place must first be settled in tar order)."""
-        if not entry.is_file or entry.size > _SMALL_FILE or entry.xattrs:
-            return False
-        path = clean_name(entry.name)
-        if not path or path in self.pending:
-            return False
-        head, _sep, name = path.rpartition("/")
-        if name.startswith(WHITEOUT_PREFIX):
-            return False
-        ancestor = head
-        while ancestor:
-            if ancestor in self.pending:
-                return False  # a pending file replaces one of its directories
-            ancestor = ancestor.rpartition("/")[0]
-        try:
-            parent = self.parent_fd(head)
-        except UnsafeLayer as exc:
-            raise UnsafeLayer(f"tar entry {entry.name!r}: parent {exc}") from None
-        data = reader.read_data(_SMALL_FILE) if entry.size else b""
-        assert self.pool is not None
-        future = self.pool.submit(_write_small_file, parent, name, entry, data)
-        self.pending[path] = (future, parent, entry, data)
-        if len(self.pending) >= _BATCH_MAX:
-            self.flush()
-        return True
-
-    def flush(self) -> None:
-        """Wait for the workers; a file whose name was taken is redone here, in order."""
-        if not self.pending:
-            return
-        pending, self.pending = self.pending, {}
-        first: BaseException | None = None
-        retry = []
-        for path, (future, parent, entry, data) in pending.items():
-            try:
-                future.result()
-            except FileExistsError:
-                retry.append((path, parent, entry, data))
-            except OSError as exc:
-                if first is None:
-                    first = _entry_error(entry, exc)
-            except BaseException as exc:  # re-raised below, once all are done
-                if first is None:
-                    first = exc
-        if first is not None:
-            raise first
-        for path, parent, entry, data in retry:
-            head, _sep, name = path.rpartition("/")
-            try:
-                self.remove(parent, head, name)
-                _write_small_file(parent, name, entry, data)
-            except OSError as exc:
-                raise _entry_error(entry, exc) from None
 
     # --- directories by fd -------------------------------------------------------------
 
     def forget_dirs(self, prefix: str) -> None:
-        if self.pending:
-            self.flush()  # the workers may be using the fds about to be closed
         for path in [
             p for p in self.dirs if not prefix or p == prefix or p.startswith(prefix + "/")
         ]:
@@ -515,27 +442,6 @@ class _Extractor:
                 os.utime(fd, ns=(mtime, mtime))
             finally:
                 os.close(fd)
-
-
-def _write_small_file(parent: int, name: str, entry: Entry, data: bytes) -> None:
-    """Create ``name`` (which must not exist) with ``data``, owner, mode and mtime."""
-    fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, entry.mode)
-        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-    finally:
-        os.close(fd)
-
-
-def _entry_error(entry: Entry, exc: OSError) -> ImageError:
-    return ImageError(
-        f"tar entry {entry.name!r}: {exc.strerror or exc} "
-        f"({errno.errorcode.get(exc.errno or 0, exc.errno)})"
-    )
 
 
 def remove_tree(path: Path) -> None:
