@@ -230,7 +230,7 @@ def test_clean_name() -> None:
         clean_name("a/../b")
 
 
-# Small plain files are created by worker threads; tar order must still decide everything.
+# Many small files, same-name entries and failures: tar order decides, errors name the entry.
 
 
 def test_small_files_in_many_directories_are_exact(tmp_path: Path) -> None:
