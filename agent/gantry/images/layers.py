@@ -46,6 +46,7 @@ OPAQUE_MARKER: Final = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR: Final = "trusted.overlay.opaque"
 _BENEATH: Final = fs.RESOLVE_BENEATH | fs.RESOLVE_NO_SYMLINKS | fs.RESOLVE_NO_MAGICLINKS
 _FD_CACHE_MAX: Final = 512
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DECOMPRESSORS: Final = {
     "gzip": ["gzip", "-dc"],
     "zstd": ["zstd", "-dcq"],
@@ -168,8 +169,11 @@ def clean_name(name: str) -> str:
     Absolute names are taken relative to the layer (as GNU tar does); ``..`` anywhere is
     refused, since no layer written from a real filesystem needs it.
     """
+    split = name.split("/")
+    if "" not in split and "." not in split and ".." not in split:
+        return name  # the common case: already clean
     parts = []
-    for part in name.split("/"):
+    for part in split:
         if part in ("", "."):
             continue
         if part == "..":
@@ -263,23 +267,18 @@ class _Extractor:
             self.whiteout(parent, head, name, entry)
             return
         if entry.is_file:
-            fd = self.create(
-                parent,
-                head,
-                name,
-                lambda: os.open(
-                    name,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                    dir_fd=parent,
-                ),
-            )
+            try:
+                fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
+            except FileExistsError:
+                self.remove(parent, head, name)
+                fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
             try:
                 if entry.size:
                     reader.copy_data(fd)
                 os.fchown(fd, entry.uid, entry.gid)
                 os.fchmod(fd, entry.mode)
-                self.set_xattrs(fd, entry)
+                if entry.xattrs:
+                    self.set_xattrs(fd, entry)
                 os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
             finally:
                 os.close(fd)

@@ -38,7 +38,7 @@ _META_LIMIT: Final = 1 << 20
 """Longest PAX or GNU long-name record accepted (a hostile tar could claim gigabytes)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One member of the archive, with PAX and GNU extensions already applied."""
 
@@ -60,6 +60,16 @@ class Entry:
 
 
 def _number(raw: bytes, what: str) -> int:
+    if not raw[0] & 0x80:
+        # Fast path: the usual NUL- or space-terminated octal field.
+        try:
+            return int(raw.rstrip(b"\0 ") or b"0", 8)
+        except ValueError:
+            pass  # text after a NUL, or not a number: the slow path says which
+    return _number_slow(raw, what)
+
+
+def _number_slow(raw: bytes, what: str) -> int:
     if raw[:1] and raw[0] & 0x80:
         if raw[0] == 0xFF:
             raise ImageError(f"tar header: negative {what}")
@@ -83,8 +93,7 @@ def _checksum_ok(block: bytes) -> bool:
         want = int(stored, 8)
     except ValueError:
         return False
-    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    return want == unsigned
+    return want == sum(block) - sum(block[148:156]) + 8 * 32
 
 
 def parse_pax(data: bytes) -> dict[str, bytes]:
@@ -208,7 +217,7 @@ class TarReader:
                     return None  # some writers omit the two zero blocks
                 raise ImageError("tar: unexpected end of archive")
             block = self._take(BLOCK)
-            if block.count(0) == BLOCK:
+            if not block[0] and block.count(0) == BLOCK:
                 return None
             if not _checksum_ok(block):
                 raise ImageError(f"tar: bad header checksum at byte {self.total - BLOCK}")
@@ -228,7 +237,8 @@ class TarReader:
                 else:
                     longlink = _text(data)
                 continue
-            entry = self._entry(block, kind, size, {**self._globals, **local}, longname, longlink)
+            pax = {**self._globals, **local} if self._globals or local else local
+            entry = self._entry(block, kind, size, pax, longname, longlink)
             padded = (entry.size + BLOCK - 1) // BLOCK * BLOCK
             self._pending = padded if self._carries_data(entry) else 0
             self._data_left = entry.size if self._pending else 0

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from gantry.images.errors import DigestMismatch, UnsafeLayer
+from gantry.images.errors import DigestMismatch, ImageError, UnsafeLayer
 from gantry.images.layers import apply_layer, clean_name
 from gantry.images.store import ContentStore, LayerRecord
 from images_support import Member, sha, tar_bytes, tree
@@ -228,3 +228,47 @@ def test_clean_name() -> None:
     assert clean_name("./") == ""
     with pytest.raises(UnsafeLayer, match=r"'\.\.'"):
         clean_name("a/../b")
+
+
+# Many small files, same-name entries and failures: tar order decides, errors name the entry.
+
+
+def test_small_files_in_many_directories_are_exact(tmp_path: Path) -> None:
+    # More files than one batch and more directories than the parent-fd cache holds.
+    members = [
+        Member(f"d{i % 600}/f{i}", data=os.urandom(i % 5000), mode=0o640 | (i % 2) << 2)
+        for i in range(1500)
+    ]
+    target = _apply(tmp_path, members)
+    for member in members:
+        path = target / member.name
+        assert path.read_bytes() == member.data
+        assert stat.S_IMODE(path.lstat().st_mode) == member.mode
+        assert path.lstat().st_mtime == 1_600_000_000
+
+
+def test_later_entries_of_the_same_name_win_in_tar_order(tmp_path: Path) -> None:
+    target = _apply(
+        tmp_path,
+        [
+            Member("f", data=b"first"),
+            Member("f", data=b"second"),
+            Member("d", "dir", mode=0o755),
+            Member("d/x", data=b"inside"),
+            Member("d", data=b"a file now"),
+            Member("h", "hardlink", link="f"),
+            Member("f", data=b"third"),
+            Member("s", data=b"file"),
+            Member("s", "symlink", link="f"),
+        ],
+    )
+    assert (target / "f").read_bytes() == b"third"
+    assert (target / "h").read_bytes() == b"second"
+    assert (target / "d").read_bytes() == b"a file now"
+    assert os.readlink(target / "s") == "f"
+
+
+def test_a_small_file_that_cannot_be_created_fails_naming_it(tmp_path: Path) -> None:
+    name = "x" * 300
+    with pytest.raises(ImageError, match=f"tar entry '{name}'.*ENAMETOOLONG"):
+        _apply(tmp_path, [Member("a", data=b"a"), Member(name, data=b"b"), Member("c", data=b"c")])
