@@ -9,16 +9,14 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import registry_support
 import rootfs_support as rs
 from agent_support import GANTRY, Agent, running_agent
 from gantry.images.service import ImageService
@@ -126,45 +124,13 @@ def layout(tmp_path: Path) -> Path:
     return layout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[str]:
-    """A docker-registry on 127.0.0.1:PORT with its own storage, killed after."""
+    """A docker-registry on 127.0.0.1:PORT with its own storage, stopped after."""
     if shutil.which("docker-registry") is None:
         pytest.skip("needs docker-registry (make setup)")
-    port = _free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: error\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
-        "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (tmp_path / "registry.log").open("wb")
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"docker-registry did not start: {(tmp_path / 'registry.log')}")
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        log.close()
+    with registry_support.docker_registry(tmp_path / "registry") as running:
+        yield running.host
 
 
 def _layout_tar(layout: Path, target: Path) -> Path:

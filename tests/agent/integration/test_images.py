@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import registry_support
 import rootfs_support as rs
 from gantry.images.service import ImageService
 from gantry.images.store import ImageRecord
@@ -196,47 +194,13 @@ def test_rootfs_tarball_imports_and_runs(tmp_path: Path, service: ImageService) 
 # --- a docker-registry on loopback ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[str]:
-    """A docker-registry serving its own storage on 127.0.0.1:PORT, stopped after."""
+    """A docker-registry on 127.0.0.1:PORT with its own storage, stopped after."""
     if shutil.which("docker-registry") is None:
         pytest.skip("needs docker-registry (make setup)")
-    port = _free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: error\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
-        "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (tmp_path / "registry.log").open("wb")
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"docker-registry did not start: {(tmp_path / 'registry.log').read_text()}"
-                    )
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    with registry_support.docker_registry(tmp_path / "registry") as running:
+        yield running.host
 
 
 def test_pull_run_commit_push_through_a_loopback_registry(
