@@ -17,6 +17,7 @@ APT_PACKAGES=(
   skopeo umoci docker-registry  # image tests: build, copy and serve images (registry on loopback only)
   zstd  # zstd-compressed layers are decompressed by the zstd binary
   apache2-utils  # htpasswd -B: bcrypt htpasswd files for the registry auth tests
+  mmdebstrap  # scripts/debian-image.sh: Debian images for the JVM, system-container and fleet tests
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
