@@ -19,8 +19,10 @@ from pydantic_core import PydanticCustomError
 from gantry.engine.errors import Invalid
 
 __all__ = [
+    "MAX_MESSAGE",
     "MAX_SHOWN",
     "TAGS",
+    "bounded",
     "dotted",
     "error_field",
     "error_message",
@@ -31,6 +33,9 @@ __all__ = [
 
 MAX_SHOWN: Final = 80
 """At most this many characters of a client's value are repeated in an error message."""
+
+MAX_MESSAGE: Final = 400
+"""No error message is longer, whatever a lower layer put in it."""
 
 TAGS: Final = frozenset(
     {
@@ -65,10 +70,17 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 5] + "…" + text[-4:]
 
 
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` cut to ``limit`` characters (lower layers quote their input whole)."""
+    return message if len(message) <= limit else message[: limit - 5] + "…" + message[-4:]
+
+
 def refuse(message: str, at: str = "") -> PydanticCustomError:
     """The error a validator raises: ``message`` (no field name; the handler prefixes it),
     about the sub-field ``at`` of what it validates (``"memory_swap"``, ``"[1].path"``)."""
-    return PydanticCustomError(_CUSTOM, "{message}", {"message": message, "at": at})
+    return PydanticCustomError(
+        _CUSTOM, "{message}", {"message": bounded(message), "at": bounded(at, MAX_SHOWN)}
+    )
 
 
 def _is_tag(part: Any) -> bool:
@@ -153,4 +165,4 @@ def invalid_from(exc: ValidationError, data: Any, prefix: str = "") -> Invalid:
     # An unknown field first, as a typo explains the errors that follow from it.
     first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     field = error_field(first, data, prefix) or prefix
-    return Invalid(f"{field}: {error_message(first)}", field or None)
+    return Invalid(bounded(f"{field}: {error_message(first)}"), field or None)

@@ -210,7 +210,7 @@ def _port_string(value: str) -> list[Port]:
     try:
         mappings = parse_port(value, "ports")
     except InvalidNetworkInput as exc:
-        raise refuse(exc.message) from None
+        raise refuse(exc.message.replace(repr(value), shown(value))) from None
     return [
         Port(
             host_ip=m.host_ip or "0.0.0.0",
