@@ -35,6 +35,7 @@ from gantry.engine import files as container_files
 from gantry.engine.info import host_info
 from gantry.engine.logs import LogLine, format_time, parse_tail, parse_time, read_lines
 from gantry.engine.sessions import Session
+from gantry.engine.spec.fields import error_field, error_message
 from gantry.images.errors import ImageError
 from gantry.images.errors import NotFound as ImageNotFound
 
@@ -54,26 +55,18 @@ def _error(
     return JSONResponse({"detail": detail, "field": field}, status_code=status, headers=headers)
 
 
-def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = list(loc)
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-        prefix = ""
-    elif parts and parts[0] in ("query", "path", "header"):
-        prefix = f"{parts[0]}."
-        parts = parts[1:]
-    else:
-        prefix = ""
-    # pydantic adds the union member it tried ("str", "int"): not part of the field's name.
-    named = [
-        str(p)
-        for p in parts
-        if not (isinstance(p, str) and p in ("str", "int", "float", "bool", "function-after"))
-    ]
-    text = ""
-    for part in named:
-        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
-    return prefix + text if text else (prefix.rstrip(".") or "body")
+def _field_of(error: Any, body: Any) -> str:
+    """The dotted field of one request validation error: body fields by their path in the
+    body (``spec.resources.memory``), query parameters as ``query.NAME``, path parameters
+    by their name (the engine's names: ``name``, ``ref``, ``operation``)."""
+    loc = tuple(error.get("loc", ()))
+    if loc and loc[0] == "body":
+        return error_field({**error, "loc": loc[1:]}, body) or "body"
+    if loc and loc[0] == "path":
+        return error_field({**error, "loc": loc[1:]}, None) or "path"
+    if loc and loc[0] in ("query", "header"):
+        return error_field({**error, "loc": loc[1:]}, None, str(loc[0]))
+    return error_field(error, None) or "body"
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -89,19 +82,21 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+        if not errors:
+            return _error(422, "body: invalid request", "body")
+        # An unknown field first, as a typo explains the errors that follow from it.
+        first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
         if first.get("type") == "json_invalid":
             return _error(400, "the body is not valid JSON", "body")
-        field = _field_of(tuple(first.get("loc", ())))
-        if first.get("type") == "model_attributes_type" or (
-            field == "body" and first.get("type") in ("dict_type", "model_type")
+        body = getattr(exc, "body", None)
+        field = _field_of(first, body)
+        if field == "body" and first.get("type") in (
+            "model_attributes_type",
+            "dict_type",
+            "model_type",
         ):
             return _error(400, "the body must be a JSON object", "body")
-        if first.get("type") == "extra_forbidden":
-            return _error(422, f"{field}: unknown field", field)
-        if first.get("type") == "missing":
-            return _error(422, f"{field}: is required", field)
-        return _error(422, f"{field}: {first.get('msg', 'invalid value')}", field)
+        return _error(422, f"{field}: {error_message(first)}", field)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

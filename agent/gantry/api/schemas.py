@@ -1,12 +1,16 @@
 """Request bodies at the HTTP edge. Strict: a wrong type is refused, never coerced, and an
-unknown field is an error naming it. The container spec itself stays a JSON object here:
-the engine's one normaliser validates it (see docs/api.md, "The container spec")."""
+unknown field is an error naming it. The container spec is the engine's own input model
+(:class:`gantry.engine.spec.ContainerSpecInput`), so OpenAPI shows every field of it and
+the edge refuses what the engine's normaliser would (see docs/api.md, "The container
+spec")."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gantry.engine.spec import ContainerSpecInput
 
 __all__ = [
     "CreateRequest",
@@ -32,12 +36,12 @@ class PutRequest(_Body):
     state: Literal["present", "running", "stopped"] = "running"
     dry_run: bool = False
     pull: Literal["missing", "always", "never"] = Field(default="missing", description=_PULL_DOC)
-    spec: dict[str, Any] = Field(description=_SPEC_DOC)
+    spec: ContainerSpecInput = Field(description=_SPEC_DOC)
 
 
 class CreateRequest(_Body):
     name: str
-    spec: dict[str, Any] = Field(description=_SPEC_DOC)
+    spec: ContainerSpecInput = Field(description=_SPEC_DOC)
     start: bool = False
     pull: Literal["missing", "always", "never"] = Field(default="missing", description=_PULL_DOC)
 

@@ -2,7 +2,8 @@
 
 The spec's ``resources.blkio_weight`` (10-1000) and the four device lists
 (``device_read_bps``, ``device_write_bps``, ``device_read_iops``, ``device_write_iops``,
-each ``[{"path": "/dev/vda", "rate": ...}]``) become ``linux.resources.blockIO``, which
+each ``[{"path": "/dev/vda", "rate": ...}]``, modelled in :mod:`gantry.engine.spec.resources`)
+become ``linux.resources.blockIO``, which
 ``gantry.runtime.cgroups`` writes to v1 ``blkio.*`` or v2 ``io.*``. A device is named by
 its path; the bundle carries its ``major:minor`` (``os.stat`` when the bundle is written).
 
@@ -32,7 +33,6 @@ __all__ = [
     "check_host",
     "device_number",
     "host_support",
-    "normalise",
     "with_removals",
 ]
 
@@ -63,52 +63,6 @@ def device_number(path: str, field: str) -> tuple[int, int]:
     if not stat.S_ISBLK(mode.st_mode):
         raise Invalid(f"{field}: {path} is not a block device", field)
     return os.major(mode.st_rdev), os.minor(mode.st_rdev)
-
-
-def _devices(value: Any, field: str, *, sizes: bool) -> list[dict[str, Any]] | None:
-    """The list sorted by path; ``None`` for none at all (absent and ``[]`` mean the same,
-    and a spec stored before these fields existed compares equal)."""
-    # Imported here: gantry.engine.spec imports this module.
-    from gantry.engine import spec as specs
-
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise specs._type_error(field, "a list of {path, rate} objects", value)
-    out: dict[str, dict[str, Any]] = {}
-    for index, item in enumerate(value):
-        where = f"{field}[{index}]"
-        raw = specs._object(item, where, ("path", "rate"))
-        for key in ("path", "rate"):
-            if raw.get(key) is None:
-                raise Invalid(f"{where}.{key}: is required", f"{where}.{key}")
-        path = specs.absolute(raw["path"], f"{where}.path")
-        device_number(path, f"{where}.path")
-        if path in out:
-            raise Invalid(f"{where}.path: {path} is listed twice", f"{where}.path")
-        if sizes:
-            rate = specs.parse_size(raw["rate"], f"{where}.rate")
-        else:
-            rate = specs._int(raw["rate"], f"{where}.rate", minimum=0)
-        if rate < 1:
-            raise Invalid(f"{where}.rate: must be at least 1, got {rate}", f"{where}.rate")
-        out[path] = {"path": path, "rate": rate}
-    return [out[path] for path in sorted(out)] or None
-
-
-def normalise(raw: Mapping[str, Any], field: str) -> dict[str, Any]:
-    """The block I/O fields of ``resources`` (``raw``) in canonical form, every one present."""
-    from gantry.engine import spec as specs
-
-    out: dict[str, Any] = {"blkio_weight": None}
-    if raw.get("blkio_weight") is not None:
-        out["blkio_weight"] = specs._int(
-            raw["blkio_weight"], f"{field}.blkio_weight", minimum=10, maximum=1000
-        )
-    for name in DEVICE_FIELDS:
-        out[name] = _devices(raw.get(name), f"{field}.{name}", sizes=name.endswith("_bps"))
-    check_host(out, field)
-    return out
 
 
 def host_support(detected: layout.Layout | None = None) -> dict[str, bool]:

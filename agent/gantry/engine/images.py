@@ -25,12 +25,13 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from gantry.engine import spec as specs
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound
+from gantry.engine.spec import ContainerSpecInput
 from gantry.images import reference as refs
 from gantry.images.errors import ImageError, RegistryError
 from gantry.images.errors import NotFound as ImageNotFound
@@ -182,25 +183,19 @@ _MERGE_FIELDS: Final = {
 
 
 def merge_spec(
-    service: ImageService, record: ImageRecord, spec: Mapping[str, Any], prefix: str = "spec"
-) -> dict[str, Any]:
-    """``spec`` (raw) with the image's config merged in as Docker does: the entrypoint,
+    service: ImageService, record: ImageRecord, spec: ContainerSpecInput, prefix: str = "spec"
+) -> ContainerSpecInput:
+    """``spec`` with the image's config merged in as Docker does: the entrypoint,
     command, env, workdir, user, stop signal and labels the container will run with."""
     config = service.config(record).get("config") or {}
-    entrypoint = spec.get("entrypoint")
-    command = spec.get("command")
     settings = ContainerSettings(
-        entrypoint=None if entrypoint is None else specs.argv(entrypoint, f"{prefix}.entrypoint"),
-        cmd=None if command is None else specs.argv(command, f"{prefix}.command"),
-        env=specs.str_map(spec.get("env"), f"{prefix}.env", allow_list=True),
-        working_dir=None
-        if spec.get("workdir") is None
-        else specs.absolute(spec["workdir"], f"{prefix}.workdir"),
-        user=None if spec.get("user") is None else specs.text(spec["user"], f"{prefix}.user"),
-        labels=specs.str_map(spec.get("labels"), f"{prefix}.labels"),
-        stop_signal=None
-        if spec.get("stop_signal") is None
-        else specs.signal_name(spec["stop_signal"], f"{prefix}.stop_signal"),
+        entrypoint=spec.entrypoint,
+        cmd=spec.command,
+        env=spec.env,
+        working_dir=spec.workdir,
+        user=spec.user,
+        labels=spec.labels,
+        stop_signal=spec.stop_signal,
     )
     try:
         merged = merge(config, settings)
@@ -208,25 +203,26 @@ def merge_spec(
         key = str(exc).partition(":")[0]
         field = f"{prefix}.{_MERGE_FIELDS.get(key, 'image')}"
         raise Invalid(f"{field}: {exc}", field) from None
-    out = dict(spec)
-    out["entrypoint"] = list(merged.entrypoint)
-    out["command"] = list(merged.cmd)
-    out["env"] = dict(item.partition("=")[::2] for item in merged.env)
-    out["workdir"] = merged.working_dir
-    out["user"] = _resolve_user(service, record, merged.user, f"{prefix}.user")
-    out["labels"] = merged.labels
-    out["stop_signal"] = specs.signal_name(merged.stop_signal, f"{prefix}.stop_signal")
-    return out
+    return spec.model_copy(
+        update={
+            "entrypoint": list(merged.entrypoint),
+            "command": list(merged.cmd),
+            "env": dict(sorted(item.partition("=")[::2] for item in merged.env)),
+            "workdir": merged.working_dir,
+            "user": _resolve_user(service, record, merged.user, f"{prefix}.user"),
+            "labels": dict(sorted(merged.labels.items())),
+            "stop_signal": specs.signal_name(merged.stop_signal, f"{prefix}.stop_signal"),
+        }
+    )
 
 
-Resolver = Callable[[str, Mapping[str, Any], str], tuple[dict[str, Any], str]]
+def resolver(service: ImageService) -> specs.ImageResolver:
+    """The ``image_resolver`` of :func:`gantry.engine.spec.normalise`: the spec with the
+    image's config merged in, and the image's id."""
 
-
-def resolver(service: ImageService) -> Resolver:
-    """The ``image_resolver`` of :func:`gantry.engine.spec.normalise`: the image's id, and
-    the raw spec with the image's config merged in."""
-
-    def resolve(image: str, spec: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], str]:
+    def resolve(
+        image: str, spec: ContainerSpecInput, prefix: str
+    ) -> tuple[ContainerSpecInput, str]:
         record = find(service, image, f"{prefix}.image", invalid=True)
         with _field(f"{prefix}.image"):  # a layer that cannot be read, say
             return merge_spec(service, record, spec, prefix), record.id
@@ -260,9 +256,12 @@ def pull_for_apply(engine: Engine, raw_spec: Any, policy: Any, *, dry_run: bool)
     dry run cannot know the image's config because it is not here, else None."""
     if policy not in PULL_POLICIES:
         raise Invalid(f"pull: must be one of {', '.join(PULL_POLICIES)}, got {policy!r}", "pull")
-    if not isinstance(raw_spec, Mapping):
+    if isinstance(raw_spec, ContainerSpecInput):
+        image: Any = raw_spec.image
+    elif isinstance(raw_spec, Mapping):
+        image = raw_spec.get("image")
+    else:
         return None
-    image = raw_spec.get("image")
     if not isinstance(image, str) or not image:
         return None
     local = is_local(engine.images, image)

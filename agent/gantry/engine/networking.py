@@ -1,7 +1,7 @@
 """The engine's side of container networking (layer 5 over ``gantry.network``).
 
-- ``normalise_*``: the container spec's ``network``, ``ports`` and ``dns`` fields in their
-  one canonical form (docs/api.md), errors naming the field;
+- (the container spec's ``network``, ``ports`` and ``dns`` fields are modelled in
+  :mod:`gantry.engine.spec.network`);
 - :func:`config_from_settings`: agent.toml's ``[network]`` table as a ``NetworkConfig``;
 - :class:`Networking`: what the engine calls around a container's life. At create, the
   bundle gets ``hosts``, ``resolv.conf`` and ``hostname`` files that config.json
@@ -22,12 +22,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from gantry.engine.errors import Conflict, EngineError, Invalid, NotFound
+from gantry.engine.spec.network import DEFAULT_NETWORK
 from gantry.network import (
     AttachRequest,
     CNIError,
@@ -42,7 +42,6 @@ from gantry.network import (
     NetworkNotFound,
     NetworkSpec,
     PortMapping,
-    parse_port,
 )
 from gantry.network import names as net_names
 from gantry.network.networks import DRIVERS, check_name
@@ -52,15 +51,10 @@ __all__ = [
     "NETWORK_FILES",
     "Networking",
     "config_from_settings",
-    "normalise_dns",
-    "normalise_network",
-    "normalise_ports",
 ]
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_NETWORK: Final = "gantry"
-MODES: Final = ("bridge", "none", "host")
 NETWORK_FILES: Final = (
     ("/etc/hosts", "hosts"),
     ("/etc/resolv.conf", "resolv.conf"),
@@ -74,9 +68,6 @@ SETTINGS_KEYS: Final = (
     "nft_table",
     "subnet_pool",
 )
-_CONTAINER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_OPTION_RE: Final = re.compile(r"^[a-zA-Z0-9\-_.:]+$")
-_PROTOCOLS: Final = ("tcp", "udp", "sctp")
 
 
 # --- agent settings ----------------------------------------------------------------------------
@@ -140,207 +131,6 @@ def config_from_settings(table: Mapping[str, Any] | None, root: Path) -> Network
     except InvalidNetworkInput as exc:
         raise ValueError(f"network.{exc.field}: {exc.message}") from None
     return config
-
-
-# --- the container spec's fields --------------------------------------------------------------
-
-
-def _fail(field: str, message: str) -> Invalid:
-    return Invalid(f"{field}: {message}", field)
-
-
-def _strings(value: Any, field: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(field, f"must be a list of strings, got {value!r}")
-    return list(value)
-
-
-def _endpoint(value: Any, field: str) -> dict[str, Any]:
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        raise _fail(field, f"must be an object, got {value!r}")
-    for key in value:
-        if key not in ("aliases", "ipv4_address"):
-            raise _fail(f"{field}.{key}", "unknown field (known: aliases, ipv4_address)")
-    aliases = _strings(value.get("aliases"), f"{field}.aliases")
-    for index, alias in enumerate(aliases):
-        try:
-            net_names.check_hostname(alias)
-        except InvalidNetworkInput:
-            raise _fail(f"{field}.aliases[{index}]", f"{alias!r} is not a host name") from None
-    address = value.get("ipv4_address")
-    if address is not None:
-        try:
-            parsed = ipaddress.ip_address(address) if isinstance(address, str) else None
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.version != 4:
-            raise _fail(f"{field}.ipv4_address", f"must be an IPv4 address, got {address!r}")
-        address = str(parsed)
-    return {"aliases": sorted(set(aliases)), "ipv4_address": address}
-
-
-def normalise_network(value: Any, field: str) -> dict[str, Any]:
-    """``{"mode": ..., "networks": {name: {"aliases": [...], "ipv4_address": ...}}}``.
-
-    ``mode`` is ``bridge`` (the default), ``none``, ``host`` or ``container:<name>``;
-    ``networks`` only with ``bridge``, the default network ``gantry`` when empty. A list
-    of names (or of objects with ``name``) is accepted for ``networks`` too."""
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        raise _fail(field, f"must be an object, got {value!r}")
-    for key in value:
-        if key not in ("mode", "networks"):
-            raise _fail(f"{field}.{key}", "unknown field (known: mode, networks)")
-    mode = value.get("mode", "bridge")
-    if mode is None:
-        mode = "bridge"
-    if not isinstance(mode, str) or not (
-        mode in MODES
-        or (mode.startswith("container:") and _CONTAINER_NAME_RE.match(mode.partition(":")[2]))
-    ):
-        raise _fail(
-            f"{field}.mode", f"must be bridge, none, host or container:<name>, got {mode!r}"
-        )
-    raw = value.get("networks")
-    wanted: dict[str, Any] = {}
-    if isinstance(raw, list):
-        for index, item in enumerate(raw):
-            where = f"{field}.networks[{index}]"
-            if isinstance(item, str):
-                name, body = item, {}
-            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                name, body = item["name"], {k: v for k, v in item.items() if k != "name"}
-            else:
-                raise _fail(where, f"must be a network name or an object with name, got {item!r}")
-            if name in wanted:
-                raise _fail(where, f"network {name!r} is given twice")
-            wanted[name] = body
-    elif isinstance(raw, Mapping):
-        wanted = dict(raw)
-    elif raw is not None:
-        raise _fail(f"{field}.networks", f"must be an object of networks, got {raw!r}")
-    if wanted and mode != "bridge":
-        raise _fail(f"{field}.networks", f"only with mode bridge (the mode is {mode})")
-    networks: dict[str, Any] = {}
-    for name in sorted(wanted, key=str):
-        where = f"{field}.networks.{name}"
-        try:
-            check_name(name, where)
-        except InvalidNetworkInput as exc:
-            raise _fail(where, exc.message) from None
-        networks[name] = _endpoint(wanted[name], where)
-    if mode == "bridge" and not networks:
-        networks = {DEFAULT_NETWORK: {"aliases": [], "ipv4_address": None}}
-    return {"mode": mode, "networks": networks}
-
-
-def _port_object(item: Mapping[str, Any], field: str) -> dict[str, Any]:
-    for key in item:
-        if key not in ("host_ip", "host_port", "container_port", "protocol"):
-            raise _fail(
-                f"{field}.{key}",
-                "unknown field (known: host_ip, host_port, container_port, protocol)",
-            )
-    out: dict[str, Any] = {}
-    port = item.get("container_port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise _fail(f"{field}.container_port", f"must be a port 1-65535, got {port!r}")
-    out["container_port"] = port
-    host_port = item.get("host_port")
-    if host_port is not None and (
-        isinstance(host_port, bool) or not isinstance(host_port, int) or not 1 <= host_port <= 65535
-    ):
-        raise _fail(f"{field}.host_port", f"must be a port 1-65535 or null, got {host_port!r}")
-    out["host_port"] = host_port
-    protocol = item.get("protocol", "tcp")
-    if protocol not in _PROTOCOLS:
-        raise _fail(f"{field}.protocol", f"must be one of {', '.join(_PROTOCOLS)}")
-    out["protocol"] = protocol
-    host_ip = item.get("host_ip") or "0.0.0.0"
-    try:
-        out["host_ip"] = str(ipaddress.ip_address(host_ip))
-    except ValueError:
-        raise _fail(f"{field}.host_ip", f"must be an IP address, got {host_ip!r}") from None
-    return out
-
-
-def normalise_ports(value: Any, field: str, mode: str) -> list[dict[str, Any]]:
-    """Docker's ``[ip:][host_port[-end]:]container_port[-end][/proto]`` strings or objects,
-    as ``[{"host_ip", "host_port" (null = random), "container_port", "protocol"}]``, one
-    per port of a range, sorted."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _fail(field, f"must be a list, got {value!r}")
-    out: list[dict[str, Any]] = []
-    for index, item in enumerate(value):
-        where = f"{field}[{index}]"
-        if isinstance(item, str):
-            try:
-                mappings = parse_port(item, where)
-            except InvalidNetworkInput as exc:
-                raise _fail(where, exc.message) from None
-            out.extend(
-                {
-                    "host_ip": m.host_ip or "0.0.0.0",
-                    "host_port": m.host_port or None,
-                    "container_port": m.container_port,
-                    "protocol": m.protocol,
-                }
-                for m in mappings
-            )
-        elif isinstance(item, Mapping):
-            out.append(_port_object(item, where))
-        else:
-            raise _fail(where, f"must be a port string or an object, got {item!r}")
-    seen: set[tuple[str, int, str]] = set()
-    for index, port in enumerate(out):
-        key = (port["host_ip"], port["host_port"] or 0, port["protocol"])
-        if port["host_port"] and key in seen:
-            raise _fail(f"{field}[{index}]", f"host port {port['host_port']} is published twice")
-        seen.add(key)
-    if out and mode != "bridge":
-        raise _fail(field, f"ports are published only with network mode bridge, not {mode}")
-    return sorted(
-        out,
-        key=lambda p: (p["container_port"], p["protocol"], p["host_ip"], p["host_port"] or 0),
-    )
-
-
-def normalise_dns(value: Any, field: str) -> dict[str, list[str]]:
-    """``{"servers": [ip], "search": [domain], "options": [str]}``; empty lists mean the
-    host's resolvers (without loopback ones), search domains and options."""
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        raise _fail(field, f"must be an object, got {value!r}")
-    for key in value:
-        if key not in ("servers", "search", "options"):
-            raise _fail(f"{field}.{key}", "unknown field (known: servers, search, options)")
-    servers = _strings(value.get("servers"), f"{field}.servers")
-    for index, server in enumerate(servers):
-        try:
-            servers[index] = str(ipaddress.ip_address(server))
-        except ValueError:
-            raise _fail(f"{field}.servers[{index}]", f"{server!r} is not an IP address") from None
-    search = _strings(value.get("search"), f"{field}.search")
-    for index, domain in enumerate(search):
-        try:
-            net_names.check_hostname(domain)
-        except InvalidNetworkInput:
-            raise _fail(f"{field}.search[{index}]", f"{domain!r} is not a domain name") from None
-    options = _strings(value.get("options"), f"{field}.options")
-    for index, option in enumerate(options):
-        if not _OPTION_RE.match(option):
-            raise _fail(f"{field}.options[{index}]", f"{option!r} is not a resolver option")
-    return {"servers": servers, "search": search, "options": options}
 
 
 # --- errors ------------------------------------------------------------------------------------
